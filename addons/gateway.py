@@ -1,0 +1,3 @@
+"""Entry script for ``mitmdump -s addons/gateway.py``: the gateway's addon chain."""
+
+addons: list[object] = []
