@@ -1,0 +1,115 @@
+"""HTTP byte ranges on plaintext, mapped to chunk-aligned ciphertext ranges.
+
+S3 semantics: a single ``bytes=`` range is honoured; anything else (several
+ranges, other units, syntax errors, ``last < first``) is ignored and the whole
+object is served with 200. A range that starts past the end, or a zero suffix,
+is unsatisfiable (416 with ``Content-Range: bytes */size``).
+
+Worst-case over-read: the fetched ciphertext covers whole chunks, so at most
+``2 * (C - 1)`` plaintext bytes beyond the range plus 16 bytes of tag per
+touched chunk (with 64 KiB chunks: under 128 KiB per request).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from crypto.errors import RangeNotSatisfiable
+from crypto.format import HEADER_LENGTH, TAG_LENGTH, chunk_count
+
+_SINGLE_RANGE = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*")
+
+
+@dataclass(frozen=True)
+class RangeRequest:
+    """One parsed byte-range-spec: ``start-end``, ``start-`` or suffix ``-end``."""
+
+    start: int | None
+    end: int | None
+
+    def resolve(self, size: int) -> tuple[int, int]:
+        """Inclusive ``(first, last)`` within an object of ``size`` bytes."""
+        if self.start is None:
+            assert self.end is not None
+            if self.end == 0 or size == 0:
+                raise RangeNotSatisfiable(size)
+            return max(0, size - self.end), size - 1
+        if self.start >= size:
+            raise RangeNotSatisfiable(size)
+        last = size - 1 if self.end is None else min(self.end, size - 1)
+        return self.start, last
+
+
+def parse_range(value: str | None) -> RangeRequest | None:
+    """Parse a ``Range`` header; ``None`` means "ignore it and serve everything"."""
+    if not value:
+        return None
+    match = _SINGLE_RANGE.fullmatch(value)
+    if match is None:
+        return None
+    start, end = match[1], match[2]
+    if not start and not end:
+        return None
+    if not start:
+        return RangeRequest(None, int(end))
+    if end and int(end) < int(start):
+        return None
+    return RangeRequest(int(start), int(end) if end else None)
+
+
+def content_range_unsatisfied(size: int) -> str:
+    return f"bytes */{size}"
+
+
+@dataclass(frozen=True)
+class RangePlan:
+    """How to serve plaintext bytes ``first..last`` of a single-frame object."""
+
+    first: int
+    last: int
+    object_size: int
+    chunk_size: int
+    first_chunk: int
+    last_chunk: int
+    ciphertext_first: int
+    ciphertext_last: int
+    skip: int
+
+    @property
+    def length(self) -> int:
+        return self.last - self.first + 1
+
+    @property
+    def ciphertext_length(self) -> int:
+        return self.ciphertext_last - self.ciphertext_first + 1
+
+    @property
+    def content_range(self) -> str:
+        return f"bytes {self.first}-{self.last}/{self.object_size}"
+
+    @property
+    def backend_range(self) -> str:
+        """The ``Range`` header to send to the backend."""
+        return f"bytes={self.ciphertext_first}-{self.ciphertext_last}"
+
+
+def plan_range(first: int, last: int, object_size: int, chunk_size: int) -> RangePlan:
+    """Minimal chunk-aligned ciphertext range covering plaintext ``first..last``."""
+    if not 0 <= first <= last < object_size:
+        raise RangeNotSatisfiable(object_size)
+    stride = chunk_size + TAG_LENGTH
+    first_chunk, last_chunk = first // chunk_size, last // chunk_size
+    final_chunk = chunk_count(object_size, chunk_size) - 1
+    last_plain = object_size - final_chunk * chunk_size if last_chunk == final_chunk else chunk_size
+    return RangePlan(
+        first=first,
+        last=last,
+        object_size=object_size,
+        chunk_size=chunk_size,
+        first_chunk=first_chunk,
+        last_chunk=last_chunk,
+        ciphertext_first=HEADER_LENGTH + first_chunk * stride,
+        ciphertext_last=HEADER_LENGTH + last_chunk * stride + last_plain + TAG_LENGTH - 1,
+        skip=first - first_chunk * chunk_size,
+    )
