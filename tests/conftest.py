@@ -1,0 +1,143 @@
+"""Pytest fixtures for integration tests: backends, gateway processes, awscli.
+
+Quick reference (details in tests/harness.py):
+
+- ``backend``: parametrized over moto and rclone (session-scoped processes).
+- ``moto_backend`` / ``rclone_backend``: one specific backend.
+- ``bucket``: a fresh bucket on ``backend``; ``harness.make_bucket(b)`` for more.
+- ``gateway``: the default gateway in front of ``backend``.
+- ``gateway_factory(backend, overrides=None, *, extra_args=(), fresh=False)``:
+  a gateway with config overrides (deep-merged), cached per session by
+  backend + overrides + extra_args; ``fresh=True`` gives an uncached process.
+- ``aws_cli(target, *args, credentials=None, input=None, timeout=120, check=False)``.
+
+When a test fails, the log of every gateway it used and of every backend that
+logged something during the test is attached to the report.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import (
+    AwsCli,
+    Backend,
+    Gateway,
+    GatewayFactory,
+    ManagedProcess,
+    make_bucket,
+    start_moto,
+    start_rclone,
+)
+
+BACKEND_NAMES = ("moto", "rclone")
+
+# Every process the harness started in this session, and the ones handed to the
+# running test, so a failure report can show the relevant logs.
+_started_processes: list[ManagedProcess] = []
+_processes_used_by_test: list[ManagedProcess] = []
+_log_marks_key = pytest.StashKey[dict[int, int]]()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _hermetic_aws_environment() -> Iterator[None]:
+    """Keep the developer's AWS profile, keys and endpoints out of the tests."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [n for n in os.environ if n.startswith("AWS_")]:
+            patch.delenv(name)
+        patch.setenv("AWS_CONFIG_FILE", os.devnull)
+        patch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+        yield
+
+
+@pytest.fixture(scope="session")
+def harness_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Session directory for logs, backend data and gateway configs."""
+    return tmp_path_factory.mktemp("harness")
+
+
+def _register(process: ManagedProcess) -> None:
+    _started_processes.append(process)
+
+
+@pytest.fixture(scope="session")
+def moto_backend(harness_dir: Path) -> Iterator[Backend]:
+    backend = start_moto(harness_dir / "moto")
+    _register(backend.process)
+    yield backend
+    backend.stop()
+
+
+@pytest.fixture(scope="session")
+def rclone_backend(harness_dir: Path) -> Iterator[Backend]:
+    backend = start_rclone(harness_dir / "rclone", harness_dir / "rclone" / "data")
+    _register(backend.process)
+    yield backend
+    backend.stop()
+
+
+@pytest.fixture(params=BACKEND_NAMES)
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """Each test using this runs once per backend."""
+    selected: Backend = request.getfixturevalue(f"{request.param}_backend")
+    _processes_used_by_test.append(selected.process)
+    return selected
+
+
+@pytest.fixture
+def bucket(backend: Backend) -> str:
+    """A fresh, empty bucket on ``backend``."""
+    return make_bucket(backend)
+
+
+@pytest.fixture(scope="session")
+def gateway_factory(harness_dir: Path) -> Iterator[GatewayFactory]:
+    factory = GatewayFactory(
+        harness_dir / "gateways", on_start=_register, on_use=_processes_used_by_test.append
+    )
+    yield factory
+    factory.stop_all()
+
+
+@pytest.fixture
+def gateway(backend: Backend, gateway_factory: GatewayFactory) -> Gateway:
+    """The gateway with the default config in front of ``backend``."""
+    return gateway_factory(backend)
+
+
+@pytest.fixture(scope="session")
+def aws_cli(harness_dir: Path) -> AwsCli:
+    return AwsCli(harness_dir / "aws")
+
+
+# --------------------------------------------------------------------------- failure logs
+
+
+@pytest.fixture(autouse=True)
+def _remember_log_positions(request: pytest.FixtureRequest) -> None:
+    """Note where each process log stands, so a failure shows only this test's part."""
+    _processes_used_by_test.clear()
+    request.node.stash[_log_marks_key] = {
+        id(process): process.log_mark() for process in _started_processes
+    }
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed:
+        marks = item.stash.get(_log_marks_key, {})
+        for process in _started_processes:
+            since = marks.get(id(process), 0)
+            used = any(p is process for p in _processes_used_by_test)
+            if used or process.output(since).strip():
+                report.sections.append(
+                    (f"{process.name} log ({report.when})", process.describe(since))
+                )
+    return report
