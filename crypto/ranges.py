@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from crypto.errors import RangeNotSatisfiable
 from crypto.format import HEADER_LENGTH, TAG_LENGTH, chunk_count
 
-_SINGLE_RANGE = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*")
+_SINGLE_RANGE = re.compile(r"\s*bytes\s*=\s*([0-9]*)\s*-\s*([0-9]*)\s*")
+# Positions saturate here: larger values behave like any position past the end of
+# an object, and int() raises ValueError on strings of more than 4300 digits.
+_MAX_POSITION = 2**63
+
+
+def _position(digits: str) -> int:
+    digits = digits.lstrip("0") or "0"
+    return _MAX_POSITION if len(digits) > 19 else min(int(digits), _MAX_POSITION)
 
 
 @dataclass(frozen=True)
@@ -52,10 +60,10 @@ def parse_range(value: str | None) -> RangeRequest | None:
     if not start and not end:
         return None
     if not start:
-        return RangeRequest(None, int(end))
-    if end and int(end) < int(start):
+        return RangeRequest(None, _position(end))
+    if end and _position(end) < _position(start):
         return None
-    return RangeRequest(int(start), int(end) if end else None)
+    return RangeRequest(_position(start), _position(end) if end else None)
 
 
 def content_range_unsatisfied(size: int) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from crypto.envelope import DataKey
 from crypto.errors import (
+    CryptoError,
     FormatError,
     IntegrityError,
     LengthMismatch,
@@ -156,7 +157,9 @@ class _ChunkReader:
 
 class _DecryptorBase:
     def __init__(self, data_key: DataKey, pool: BufferPool | None) -> None:
-        self._data_key = data_key
+        # A private copy, wiped by close(): the caller may close its DataKey as soon as
+        # the decryptor exists, but frame headers (and so frame keys) arrive later.
+        self._data_key = DataKey(data_key.material, data_key.algorithm, data_key.chunk_size)
         self._pool = pool or shared_pool(data_key.chunk_size + TAG_LENGTH)
         self._staging: bytearray | None = self._pool.acquire()
         self.failed = False
@@ -167,6 +170,7 @@ class _DecryptorBase:
         return self._staging
 
     def close(self) -> None:
+        self._data_key.close()
         if self._staging is not None:
             self._pool.release(self._staging)
             self._staging = None
@@ -223,7 +227,8 @@ class ObjectDecryptor(_DecryptorBase):
                     self.plaintext_length += self._reader.cipher.header.plaintext_length
                     self._reader = None
                     self._frames += 1
-        except (FormatError, IntegrityError) as error:
+        except CryptoError as error:
+            # Any failure (CommitmentMismatch included) ends the stream and frees the buffer.
             raise self._fail(error) from None
         return out
 
@@ -273,8 +278,13 @@ class RangeDecryptor(_DecryptorBase):
         if header.algorithm != data_key.algorithm or header.chunk_size != data_key.chunk_size:
             self.close()
             raise FormatError("frame header does not match the data key")
+        try:
+            cipher = FrameCipher.open_frame(data_key.material, header)
+        except CryptoError:
+            self.close()  # hand the staging buffer back to the pool
+            raise
         self._reader = _ChunkReader(
-            FrameCipher.open_frame(data_key.material, header),
+            cipher,
             plan.first_chunk,
             self._staging,  # type: ignore[arg-type]
         )
