@@ -1,3 +1,24 @@
-"""Entry script for ``mitmdump -s addons/gateway.py``: the gateway's addon chain."""
+"""The gateway's addon chain, loaded with ``mitmdump -s addons/gateway.py``.
 
-addons: list[object] = []
+Order matters: requests pass the addons top to bottom. Health answers probes,
+RequestContext names the operation, ClientAuth verifies the client's
+signature, ObjectCrypto rewrites bodies, and Resign signs what is forwarded.
+"""
+
+from addons.auth import ClientAuth
+from addons.config import Config
+from addons.context import RequestContext
+from addons.health import Health
+from addons.objectcrypto import ObjectCrypto
+from addons.resign import Resign
+
+config = Config()
+
+addons = [
+    config,
+    Health(config),
+    RequestContext(config),
+    ClientAuth(config),
+    ObjectCrypto(config),
+    Resign(config),
+]

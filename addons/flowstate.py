@@ -1,0 +1,127 @@
+"""Per-flow gateway state and the helpers every addon uses to answer or abort a flow."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from mitmproxy import ctx, http
+
+from addons.s3.errors import S3Error, error_xml
+from addons.s3.ops import S3Operation
+
+_KEY = "s3gw"
+log = logging.getLogger("s3gw")
+
+
+@dataclass
+class FlowState:
+    request_id: str
+    operation: S3Operation
+    started: float = field(default_factory=time.monotonic)
+    auth: Any = None  # addons.s3.sigv4.AuthContext once the client is authenticated
+    # Set by the addon that rewrote the body; read by the re-signer.
+    streamed_request: bool = False
+    error: S3Error | None = None
+    aborted: bool = False
+    encryption: str = ""  # "s3g1", "none" (legacy plaintext) or "" (no object body)
+    range_request: Any = None  # crypto.RangeRequest of a ranged GetObject
+
+
+def new_request_id() -> str:
+    return secrets.token_hex(8).upper()
+
+
+def attach(flow: http.HTTPFlow, state: FlowState) -> None:
+    flow.metadata[_KEY] = state
+
+
+def state_of(flow: http.HTTPFlow) -> FlowState | None:
+    state = flow.metadata.get(_KEY)
+    return state if isinstance(state, FlowState) else None
+
+
+def respond_error(flow: http.HTTPFlow, error: S3Error) -> None:
+    """Answer the flow with S3's XML error document, without contacting the backend."""
+    state = state_of(flow)
+    request_id = state.request_id if state else new_request_id()
+    resource = state.operation.resource if state else flow.request.path.split("?", 1)[0]
+    if state is not None:
+        state.error = error
+    body = (
+        b""
+        if flow.request.method == "HEAD"
+        else error_xml(error, resource=resource, request_id=request_id)
+    )
+    headers = {"Content-Type": "application/xml", "x-amz-request-id": request_id}
+    flow.response = http.Response.make(error.status, body, headers)
+    if flow.request.method == "HEAD":
+        # HEAD answers carry no body but S3 still reports the error code.
+        flow.response.headers["x-amz-error-code"] = error.code
+
+
+# Above this, a refused upload's connection is closed instead of answered:
+# mitmproxy would read and buffer the whole body before it can send an answer.
+MAX_BUFFERED_REFUSAL = 8 * 1024 * 1024
+
+
+def refuse(flow: http.HTTPFlow, error: S3Error) -> None:
+    """Answer with an S3 error, or close the connection if the body is too large to read."""
+    length = flow.request.headers.get("content-length", "0")
+    if flow.request.method in ("PUT", "POST") and (
+        not length.isdigit() or int(length) > MAX_BUFFERED_REFUSAL
+    ):
+        log.warning("s3gw: refusing a large upload by closing the connection: %s", error.code)
+        flow.kill()
+        return
+    respond_error(flow, error)
+
+
+def error_body_response(flow: http.HTTPFlow, error: S3Error) -> bytes:
+    """Turn an already received backend response into an S3 error; returns the new body."""
+    assert flow.response is not None
+    state = state_of(flow)
+    request_id = state.request_id if state else new_request_id()
+    resource = state.operation.resource if state else flow.request.path.split("?", 1)[0]
+    if state is not None:
+        state.error = error
+    body = error_xml(error, resource=resource, request_id=request_id)
+    response = flow.response
+    response.status_code = error.status
+    response.reason = ""
+    keep = {"date", "server", "connection"}
+    for name in list(response.headers.keys()):
+        if name.lower() not in keep:
+            del response.headers[name]
+    response.headers["content-type"] = "application/xml"
+    response.headers["x-amz-request-id"] = request_id
+    if flow.request.method == "HEAD":
+        response.headers["x-amz-error-code"] = error.code
+        body = b""
+    response.headers["content-length"] = str(len(body))
+    return body
+
+
+def abort_connections(flow: http.HTTPFlow) -> None:
+    """Close client and server connections of a flow whose body is already streaming.
+
+    Raising from a stream transform would hang the client; closing both
+    transports gives it a clean truncation error and leaves the backend with an
+    incomplete request it never commits.
+    """
+    state = state_of(flow)
+    if state is not None:
+        state.aborted = True
+    try:
+        handler = ctx.master.addons.get("proxyserver").connections.get(flow.client_conn.id)
+    except AttributeError:
+        handler = None
+    if handler is None:
+        return
+    for conn in (handler.client, flow.server_conn):
+        io = handler.transports.get(conn)
+        if io is not None and io.writer is not None:
+            io.writer.transport.abort()

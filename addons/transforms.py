@@ -1,0 +1,180 @@
+"""Stream transforms plugged into mitmproxy's ``flow.{request,response}.stream``.
+
+mitmproxy calls a transform once per network read and once more with ``b""``
+at the end of the message. These transforms never raise (an exception there
+hangs the client) and never return an empty ``bytes`` piece (that would end an
+HTTP/1 chunked body early); on failure they call ``on_error`` once, which
+aborts both connections, and swallow everything after.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+log = logging.getLogger("s3gw")
+
+OnError = Callable[[Exception], None]
+
+
+class BodyVerifier(Protocol):
+    """Checks a digest of the plaintext body once it is complete."""
+
+    def update(self, data: bytes) -> None: ...
+    def verify(self) -> None: ...
+
+
+class ChunkDecoder(Protocol):
+    """Removes a transfer framing such as aws-chunked."""
+
+    def feed(self, data: bytes) -> list[bytes]: ...
+    def finish(self) -> None: ...
+
+
+class Cipher(Protocol):
+    def update(self, data: bytes) -> list[bytes]: ...
+    def finalize(self) -> list[bytes]: ...
+    def close(self) -> None: ...
+
+
+class UploadTransform:
+    """Plaintext request body -> (decode framing) -> verify digests -> encrypt.
+
+    The last encrypted piece is held back until every digest of the plaintext
+    has been verified: if one fails, the backend never receives the full
+    Content-Length and so never stores the object.
+    """
+
+    def __init__(
+        self,
+        encryptor: Cipher,
+        *,
+        decoder: ChunkDecoder | None,
+        verifiers: Sequence[BodyVerifier],
+        finish_hooks: Sequence[Callable[[], None]] = (),
+        on_error: OnError,
+    ) -> None:
+        self._encryptor = encryptor
+        self._decoder = decoder
+        self._verifiers = verifiers
+        self._finish_hooks = finish_hooks
+        self._on_error = on_error
+        self._held: bytes | None = None
+        self._failed = False
+        self.called = False
+
+    def run_on_complete_body(self, body: bytes) -> bytes:
+        """Transform a body mitmproxy did not stream (it was complete with the headers)."""
+        head = self(body) if body else []
+        return b"".join([*head, *self(b"")])
+
+    def __call__(self, data: bytes) -> list[bytes]:
+        self.called = True
+        if self._failed:
+            return []
+        try:
+            if data:
+                pieces = self._decoder.feed(data) if self._decoder else [data]
+                out: list[bytes] = []
+                for piece in pieces:
+                    for verifier in self._verifiers:
+                        verifier.update(piece)
+                    out += self._encryptor.update(piece)
+                return self._hold_last(out)
+            if self._decoder is not None:
+                self._decoder.finish()
+            for hook in self._finish_hooks:
+                hook()
+            for verifier in self._verifiers:
+                verifier.verify()
+            out = self._encryptor.finalize()
+            if self._held is not None:
+                out.insert(0, self._held)
+                self._held = None
+            return out
+        except Exception as error:  # raising here would hang the client
+            self._failed = True
+            self._encryptor.close()
+            self._on_error(error)
+            return []
+
+    def _hold_last(self, out: list[bytes]) -> list[bytes]:
+        if not out:
+            return out
+        if self._held is not None:
+            out.insert(0, self._held)
+        self._held = out.pop()
+        return out
+
+
+class InputWindow:
+    """Selects ``length`` bytes of a stream after skipping ``skip`` bytes."""
+
+    def __init__(self, skip: int, length: int | None) -> None:
+        self._skip = skip
+        self._remaining = length
+
+    def select(self, data: bytes) -> bytes:
+        if self._skip:
+            if self._skip >= len(data):
+                self._skip -= len(data)
+                return b""
+            data = data[self._skip :]
+            self._skip = 0
+        if self._remaining is not None:
+            if len(data) > self._remaining:
+                data = data[: self._remaining]
+            self._remaining -= len(data)
+        return data
+
+
+class DownloadTransform:
+    """Ciphertext response body -> (select window) -> decrypt (-> trim, for ranges)."""
+
+    def __init__(self, decryptor: Cipher, *, window: InputWindow | None, on_error: OnError) -> None:
+        self._decryptor = decryptor
+        self._window = window
+        self._on_error = on_error
+        self._failed = False
+
+    def __call__(self, data: bytes) -> list[bytes]:
+        if self._failed:
+            return []
+        try:
+            if data:
+                if self._window is not None:
+                    data = self._window.select(data)
+                    if not data:
+                        return []
+                return self._decryptor.update(data)
+            return self._decryptor.finalize()
+        except Exception as error:  # raising here would hang the client
+            self._failed = True
+            self._decryptor.close()
+            self._on_error(error)
+            return []
+
+
+class PlainWindowTransform:
+    """Serves a byte window of an unencrypted (legacy) object."""
+
+    def __init__(self, window: InputWindow) -> None:
+        self._window = window
+
+    def __call__(self, data: bytes) -> list[bytes]:
+        piece = self._window.select(data) if data else b""
+        return [piece] if piece else []
+
+
+class ReplaceBodyTransform:
+    """Discards the backend's body and emits ``body`` instead (gateway error answers)."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def __call__(self, data: bytes) -> list[bytes]:
+        if data or not self._body:
+            return []
+        body, self._body = self._body, b""
+        return [body]
