@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from mitmproxy import http
 
 from addons.config import Config
-from addons.flowstate import refuse, respond_error, state_of
+from addons.flowstate import active_state, refuse, respond_error
 from addons.s3.errors import S3Error
 from addons.s3.ops import Action
 from addons.s3.sigv4 import AuthContext, PayloadMode, verify
@@ -25,8 +25,8 @@ class ClientAuth:
         self._config = config
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        state = state_of(flow)
-        if state is None or flow.response is not None:
+        state = active_state(flow)
+        if state is None:
             return
         request = flow.request
         raw_path, _, raw_query = request.path.partition("?")
@@ -54,8 +54,8 @@ class ClientAuth:
 
     def request(self, flow: http.HTTPFlow) -> None:
         """Check the signed SHA-256 of small, buffered bodies."""
-        state = state_of(flow)
-        if state is None or flow.response is not None or flow.request.stream:
+        state = active_state(flow)
+        if state is None or flow.request.stream:
             return
         auth: AuthContext | None = state.auth
         if auth is None or auth.payload_mode is not PayloadMode.SIGNED:

@@ -70,14 +70,35 @@ MAX_BUFFERED_REFUSAL = 8 * 1024 * 1024
 
 def refuse(flow: http.HTTPFlow, error: S3Error) -> None:
     """Answer with an S3 error, or close the connection if the body is too large to read."""
+    state = state_of(flow)
+    if state is not None:
+        state.error = error
+    log.info(
+        "s3gw: %s %s refused: %s %s",
+        flow.request.method,
+        flow.request.path.split("?", 1)[0],
+        error.code,
+        error.message,
+    )
     length = flow.request.headers.get("content-length", "0")
     if flow.request.method in ("PUT", "POST") and (
         not length.isdigit() or int(length) > MAX_BUFFERED_REFUSAL
     ):
         log.warning("s3gw: refusing a large upload by closing the connection: %s", error.code)
-        flow.kill()
+        # flow.kill() would leave a client that is still sending hanging.
+        abort_connections(flow)
         return
     respond_error(flow, error)
+
+
+def active_state(flow: http.HTTPFlow) -> FlowState | None:
+    """The gateway state of a flow still to be handled (not answered, refused or killed)."""
+    state = state_of(flow)
+    if state is None or state.error is not None or flow.response is not None:
+        return None
+    if flow.error is not None or not flow.live:
+        return None
+    return state
 
 
 def error_body_response(flow: http.HTTPFlow, error: S3Error) -> bytes:

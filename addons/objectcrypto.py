@@ -22,6 +22,7 @@ from addons.config import Config
 from addons.flowstate import (
     FlowState,
     abort_connections,
+    active_state,
     error_body_response,
     refuse,
     state_of,
@@ -84,8 +85,8 @@ class ObjectCrypto:
     # -- requests -----------------------------------------------------------
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
-        state = state_of(flow)
-        if state is None or flow.response is not None:
+        state = active_state(flow)
+        if state is None:
             return
         action = state.operation.action
         try:

@@ -17,7 +17,7 @@ from botocore.credentials import Credentials
 from mitmproxy import http
 
 from addons.config import Config
-from addons.flowstate import state_of
+from addons.flowstate import active_state
 from addons.settings import Backend
 
 # Client authentication that must not reach the backend.
@@ -87,14 +87,14 @@ class Resign:
         self._config = config
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        state = state_of(flow)
-        if state is None or flow.response is not None or not flow.request.stream:
+        state = active_state(flow)
+        if state is None or not flow.request.stream:
             return
         sign_for_backend(flow.request, self._config.current().backend, UNSIGNED_PAYLOAD)
 
     def request(self, flow: http.HTTPFlow) -> None:
-        state = state_of(flow)
-        if state is None or flow.response is not None or flow.request.stream:
+        state = active_state(flow)
+        if state is None or flow.request.stream:
             return
         body = flow.request.raw_content or b""
         payload_hash = hashlib.sha256(body).hexdigest()
