@@ -83,7 +83,7 @@ class FrameEncryptor:
                 pos += need
                 continue
             take = min(need, end - pos)
-            staging[self._filled : self._filled + take] = view[pos : pos + take]
+            memoryview(staging)[self._filled : self._filled + take] = view[pos : pos + take]
             self._filled += take
             pos += take
             if take == need:
@@ -137,7 +137,9 @@ class _ChunkReader:
                 pos += need
             else:
                 take = min(need, end - pos)
-                self._staging[self._filled : self._filled + take] = view[pos : pos + take]
+                memoryview(self._staging)[self._filled : self._filled + take] = view[
+                    pos : pos + take
+                ]
                 self._filled += take
                 pos += take
                 if take < need:
