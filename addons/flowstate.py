@@ -29,6 +29,8 @@ class FlowState:
     aborted: bool = False
     encryption: str = ""  # "s3g1", "none" (legacy plaintext) or "" (no object body)
     range_request: Any = None  # crypto.RangeRequest of a ranged GetObject
+    upload: Any = None  # addons.transforms.UploadTransform of a small, buffered upload
+    upload_error: S3Error | None = None
 
 
 def new_request_id() -> str:

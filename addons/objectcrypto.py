@@ -25,6 +25,7 @@ from addons.flowstate import (
     active_state,
     error_body_response,
     refuse,
+    respond_error,
     state_of,
 )
 from addons.s3.errors import S3Error
@@ -42,6 +43,7 @@ from crypto import (
     DataKey,
     Envelope,
     FrameEncryptor,
+    LengthMismatch,
     ObjectDecryptor,
     RangeDecryptor,
     RangeNotSatisfiable,
@@ -59,6 +61,8 @@ log = logging.getLogger("s3gw")
 ENVELOPE_HEADER = "x-amz-meta-s3gw"
 ENCRYPTION_HEADER = "x-s3gw-encryption"
 MAX_OBJECT_SIZE = 5 * 1024**4  # S3's single-object limit
+# Uploads up to this size are read whole before they are forwarded (see _begin_upload).
+SMALL_UPLOAD = 1024 * 1024
 # Headers describing the body as the client sent it; they do not apply to the ciphertext.
 _UPLOAD_BODY_HEADERS = (
     "content-md5",
@@ -145,6 +149,18 @@ class ObjectCrypto:
             headers.pop(name, None)
         _drop_checksum_headers(headers)
         headers["content-length"] = str(encryptor.ciphertext_length)
+        state.encryption = "s3g1"
+        if length <= SMALL_UPLOAD:
+            # Small bodies are checked whole before anything is forwarded, so a bad
+            # digest gets its S3 error answer instead of a closed connection.
+            state.upload = UploadTransform(
+                encryptor,
+                decoder=checks.decoder,
+                verifiers=checks.verifiers,
+                finish_hooks=checks.finish_hooks,
+                on_error=partial(_record_upload_error, state),
+            )
+            return
         request.stream = UploadTransform(
             encryptor,
             decoder=checks.decoder,
@@ -153,14 +169,16 @@ class ObjectCrypto:
             on_error=partial(self._stream_failed, flow),
         )
         state.streamed_request = True
-        state.encryption = "s3g1"
 
     def request(self, flow: http.HTTPFlow) -> None:
-        # mitmproxy does not stream a body that arrived complete with its headers
-        # (e.g. an empty one): the transform has not run, so run it now.
-        transform = flow.request.stream
-        if isinstance(transform, UploadTransform) and not transform.called:
-            flow.request.content = transform.run_on_complete_body(flow.request.raw_content or b"")
+        state = active_state(flow)
+        if state is None or state.upload is None:
+            return
+        ciphertext = state.upload.run_on_complete_body(flow.request.raw_content or b"")
+        if state.upload_error is not None:
+            respond_error(flow, state.upload_error)
+            return
+        flow.request.content = ciphertext
 
     async def _begin_download(
         self, flow: http.HTTPFlow, state: FlowState, settings: Settings
@@ -313,6 +331,16 @@ class ObjectCrypto:
         if state is not None and isinstance(error, S3Error):
             state.error = error
         abort_connections(flow)
+
+
+def _record_upload_error(state: FlowState, error: Exception) -> None:
+    if isinstance(error, S3Error):
+        state.upload_error = error
+    elif isinstance(error, LengthMismatch):
+        state.upload_error = S3Error("IncompleteBody")
+    else:
+        log.error("s3gw: upload of %s failed: %s", state.operation.resource, error)
+        state.upload_error = S3Error("InternalError")
 
 
 class _Window:

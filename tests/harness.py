@@ -513,6 +513,7 @@ class Gateway:
     process: ManagedProcess
     port: int
     extra_args: tuple[str, ...] = field(default=())
+    confdir: Path | None = None  # mitmproxy's confdir: its CA signs the TLS listener's certs
 
     def __repr__(self) -> str:
         return f"<Gateway at {self.url}, pid {self.pid}, in front of {self.backend.name}>"
@@ -524,6 +525,18 @@ class Gateway:
     @property
     def endpoint_url(self) -> str:
         return self.url
+
+    @property
+    def https_url(self) -> str:
+        """The same listener spoken to over TLS (mitmproxy detects the ClientHello)."""
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def ca_cert_path(self) -> Path:
+        """The CA certificate a TLS client must trust to verify the gateway."""
+        if self.confdir is None:
+            raise RuntimeError("this gateway was started without a known confdir")
+        return self.confdir / "mitmproxy-ca-cert.pem"
 
     @property
     def pid(self) -> int:
@@ -541,6 +554,20 @@ class Gateway:
         """A boto3 S3 client talking to the gateway with a gateway client key."""
         return s3_client(self.url, credentials, region=self.backend.region, **kwargs)
 
+    def https_client(self, credentials: Credentials = GATEWAY_USER, **kwargs: Any) -> Any:
+        """Like ``client`` but over TLS, verifying the gateway against its mitmproxy CA.
+
+        Over HTTPS current boto3 sends uploads as aws-chunked with a CRC32 trailer
+        (STREAMING-UNSIGNED-PAYLOAD-TRAILER), as it does against AWS.
+        """
+        return s3_client(
+            self.https_url,
+            credentials,
+            region=self.backend.region,
+            verify=str(self.ca_cert_path),
+            **kwargs,
+        )
+
     def peak_rss_bytes(self) -> int:
         """Peak resident set size (VmHWM) of the gateway process so far."""
         status = Path(f"/proc/{self.pid}/status").read_text()
@@ -556,6 +583,25 @@ class Gateway:
     def output(self, since: int = 0) -> str:
         """Everything the gateway printed (stdout and stderr)."""
         return self.process.output(since)
+
+    def log_mark(self) -> int:
+        """The current end of the log; pass as ``since`` to see only what follows."""
+        return self.process.log_mark()
+
+    def wait_for_output(self, pattern: str, since: int = 0, timeout: float = 5.0) -> str:
+        """Wait until the output after ``since`` matches the regex ``pattern``; return the match.
+
+        The log reaches the file through a reader thread, so a line the gateway
+        printed just before answering may land a moment after the client saw it.
+        """
+
+        def search() -> str | None:
+            match = re.search(pattern, self.output(since))
+            return match.group(0) if match else None
+
+        found = wait_until(search, timeout, what=f"gateway output matching {pattern!r}")
+        assert found is not None  # wait_until returns only truthy results
+        return found
 
     def alive(self) -> bool:
         return self.process.alive()
@@ -622,7 +668,9 @@ def start_gateway(
             return port_found.wait(0.05)
 
         wait_until(port_known, GATEWAY_START_TIMEOUT, interval=0, what="gateway listening")
-        gateway = Gateway(backend, config, config_path, process, port_box[0], tuple(extra_args))
+        gateway = Gateway(
+            backend, config, config_path, process, port_box[0], tuple(extra_args), confdir
+        )
 
         def ready() -> bool:
             process.check_alive()
@@ -713,12 +761,16 @@ class AwsCli:
     settings, so a developer's profile cannot change what is tested.
     """
 
-    def __init__(self, work_dir: Path) -> None:
+    def __init__(self, work_dir: Path, *, s3_settings: Mapping[str, str] | None = None) -> None:
+        """``s3_settings`` are added to the ``s3`` section of the config file, e.g.
+        ``{"multipart_threshold": "64MB"}`` for single-PUT uploads of larger files."""
         work_dir.mkdir(parents=True, exist_ok=True)
         self.executable = find_executable("aws")
         self.config_path = work_dir / "aws-config"
+        settings = {"addressing_style": "path", **(s3_settings or {})}
+        s3_section = "".join(f"    {name} = {value}\n" for name, value in settings.items())
         self.config_path.write_text(
-            f"[default]\nregion = {REGION}\nmax_attempts = 1\ns3 =\n    addressing_style = path\n"
+            f"[default]\nregion = {REGION}\nmax_attempts = 1\ns3 =\n{s3_section}"
         )
 
     def __call__(
