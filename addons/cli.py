@@ -118,6 +118,7 @@ def demo(port: int) -> int:
         config_path = workdir / "gateway.yaml"
         config_path.write_text(yaml.safe_dump(config))
         endpoint = f"http://127.0.0.1:{port}"
+        aws = shutil.which("aws", path=str(Path(sys.executable).parent)) or "aws"
         print(
             f"""
 S3 encryption gateway demo
@@ -128,16 +129,18 @@ S3 encryption gateway demo
 Try it with the AWS CLI:
   export AWS_ACCESS_KEY_ID={DEMO_ACCESS_KEY} AWS_SECRET_ACCESS_KEY={DEMO_SECRET_KEY} \\
          AWS_DEFAULT_REGION=us-east-1
-  aws --endpoint-url {endpoint} s3 mb s3://demo
-  echo 'hello, encrypted world' | aws --endpoint-url {endpoint} s3 cp - s3://demo/hello.txt
-  aws --endpoint-url {endpoint} s3 cp s3://demo/hello.txt -          # plaintext
-  aws --endpoint-url http://127.0.0.1:{backend_port} s3 cp s3://demo/hello.txt - | xxd | head
-                                                                   # ciphertext at rest
+  {aws} --endpoint-url {endpoint} s3 mb s3://demo
+  echo 'hello, encrypted world' | {aws} --endpoint-url {endpoint} s3 cp - s3://demo/hello.txt
+  {aws} --endpoint-url {endpoint} s3 cp s3://demo/hello.txt -
+        # -> the plaintext, decrypted by the gateway
+  {aws} --endpoint-url http://127.0.0.1:{backend_port} s3 cp s3://demo/hello.txt - | od -c | head
+        # -> what the storage holds: an S3G1 frame, ciphertext
+
 Press Ctrl-C to stop.
 """,
             flush=True,
         )
-        return run(str(config_path), [])
+        return run(str(config_path), ["--set", "termlog_verbosity=warn"])
     finally:
         backend.terminate()
         try:

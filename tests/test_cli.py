@@ -1,0 +1,91 @@
+"""The installed command line: ``run`` with a config file, and the README's ``demo``."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import yaml
+
+from addons.cli import DEMO_ACCESS_KEY, DEMO_SECRET_KEY
+from tests.harness import (
+    Backend,
+    Credentials,
+    ManagedProcess,
+    child_env,
+    default_gateway_config,
+    find_executable,
+    free_port,
+    http_status,
+    make_bucket,
+    s3_client,
+    wait_until,
+)
+
+
+def _start(name: str, argv: list[str], tmp_path: Path, port: int) -> ManagedProcess:
+    process = ManagedProcess(name, argv, tmp_path / f"{name}.log", env=child_env())
+    wait_until(
+        lambda: process.check_alive() or http_status(f"http://127.0.0.1:{port}/readyz") == 200,
+        30,
+        what=f"{name} /readyz",
+    )
+    return process
+
+
+def test_run_serves_from_a_config_file(moto_backend: Backend, tmp_path: Path) -> None:
+    port = free_port()
+    config = default_gateway_config(moto_backend)
+    config["listen"] = {"host": "127.0.0.1", "port": port}
+    config_path = tmp_path / "gateway.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    argv = [find_executable("s3-encryption-gateway"), "run", "--config", str(config_path)]
+    process = _start("cli-run", [*argv, "--set", f"confdir={tmp_path}"], tmp_path, port)
+    try:
+        user = config["credentials"][0]
+        s3 = s3_client(
+            f"http://127.0.0.1:{port}",
+            Credentials(user["access_key_id"], user["secret_access_key"]),
+        )
+        bucket = make_bucket(moto_backend, prefix="cli")
+        s3.put_object(Bucket=bucket, Key="k", Body=b"via the CLI")
+        assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"via the CLI"
+        assert (
+            b"via the CLI"
+            not in moto_backend.client().get_object(Bucket=bucket, Key="k")["Body"].read()
+        )
+    finally:
+        process.stop()
+
+
+def test_run_rejects_an_invalid_config(tmp_path: Path) -> None:
+    config_path = tmp_path / "gateway.yaml"
+    config_path.write_text("backend: {url: ftp://nowhere}\n")
+    process = ManagedProcess(
+        "cli-bad",
+        [find_executable("s3-encryption-gateway"), "run", "--config", str(config_path)],
+        tmp_path / "bad.log",
+        env=child_env(),
+    )
+    assert process.process.wait(30) == 2
+    assert "backend.url" in process.output() or "backend." in process.output()
+
+
+def test_demo_starts_a_backend_and_the_gateway(tmp_path: Path) -> None:
+    port = free_port()
+    argv = [find_executable("s3-encryption-gateway"), "demo", "--port", str(port)]
+    process = _start("cli-demo", argv, tmp_path, port)
+    try:
+        output = process.output()
+        assert DEMO_ACCESS_KEY in output
+        s3 = s3_client(f"http://127.0.0.1:{port}", Credentials(DEMO_ACCESS_KEY, DEMO_SECRET_KEY))
+        s3.create_bucket(Bucket="demo")
+        s3.put_object(Bucket="demo", Key="hello.txt", Body=b"hello, encrypted world")
+        assert s3.get_object(Bucket="demo", Key="hello.txt")["Body"].read() == (
+            b"hello, encrypted world"
+        )
+    finally:
+        os.kill(process.pid, signal.SIGINT)
+        assert process.process.wait(15) is not None
+        process.stop()
