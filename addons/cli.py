@@ -149,6 +149,25 @@ Press Ctrl-C to stop.
             backend.kill()
 
 
+def rewrap(args: argparse.Namespace) -> int:
+    from addons.rewrap import rewrap_bucket
+
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as error:
+        print(f"s3-encryption-gateway: {error}", file=sys.stderr)
+        return 2
+    result = rewrap_bucket(
+        settings,
+        args.bucket,
+        prefix=args.prefix,
+        start_after=args.start_after,
+        dry_run=args.dry_run,
+        report=lambda line: print(line, flush=True),
+    )
+    return 1 if result.failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="s3-encryption-gateway",
@@ -164,9 +183,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo_parser = sub.add_parser("demo", help="run the gateway in front of a local S3 server")
     demo_parser.add_argument("--port", type=int, default=8080)
+    rewrap_parser = sub.add_parser(
+        "rewrap", help="re-wrap stored objects' data keys under the active key (key rotation)"
+    )
+    rewrap_parser.add_argument("--config", default=os.environ.get(CONFIG_ENV))
+    rewrap_parser.add_argument("--bucket", required=True)
+    rewrap_parser.add_argument("--prefix", default="")
+    rewrap_parser.add_argument("--start-after", default="", help="resume after this key")
+    rewrap_parser.add_argument("--dry-run", action="store_true")
     args, extra = parser.parse_known_args(argv)
     if args.command == "demo":
         return demo(args.port)
+    if args.command == "rewrap":
+        return rewrap(args)
     if not args.config:
         parser.error("run needs --config or $" + CONFIG_ENV)
     return run(args.config, extra)

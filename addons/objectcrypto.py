@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from functools import partial
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from mitmproxy import http
 
@@ -102,12 +102,7 @@ class ObjectCrypto:
             if action is Action.ENCRYPT_UPLOAD:
                 self._begin_upload(flow, state, self._config.current())
             elif action is Action.COPY:
-                directive = flow.request.headers.get("x-amz-metadata-directive", "COPY").upper()
-                if directive == "REPLACE":
-                    raise S3Error(
-                        "NotImplemented",
-                        "CopyObject with x-amz-metadata-directive REPLACE is not supported yet.",
-                    )
+                await self._begin_copy(flow, self._config.current())
             elif action is Action.DECRYPT_DOWNLOAD:
                 await self._begin_download(flow, state, self._config.current())
         except S3Error as error:
@@ -169,6 +164,41 @@ class ObjectCrypto:
             on_error=partial(self._stream_failed, flow),
         )
         state.streamed_request = True
+
+    async def _begin_copy(self, flow: http.HTTPFlow, settings: Settings) -> None:
+        """CopyObject stays server-side: the data key travels in the envelope.
+
+        With ``COPY`` the backend copies the envelope along with the metadata.
+        With ``REPLACE`` the client's new metadata would drop it, so the
+        source's envelope is read (HEAD) and added, re-wrapped under the
+        active KEK; the copy is made conditional on the source ETag seen, so a
+        concurrent overwrite cannot pair other bytes with this envelope.
+        """
+        headers = flow.request.headers
+        if ENVELOPE_HEADER in headers:
+            raise S3Error("InvalidArgument", f"The metadata key {ENVELOPE_HEADER} is reserved.")
+        if headers.get("x-amz-metadata-directive", "COPY").upper() != "REPLACE":
+            return
+        source = copy_source_path(headers.get("x-amz-copy-source", ""))
+        status, source_headers = await head_object(settings.backend, source)
+        if status != 200:
+            return  # the backend answers the copy with the right error
+        etag = source_headers.get("etag", "")
+        wanted = headers.get("x-amz-copy-source-if-match")
+        if wanted is not None and wanted.strip() != etag:
+            raise S3Error("PreconditionFailed", extra={"Condition": "x-amz-copy-source-If-Match"})
+        headers["x-amz-copy-source-if-match"] = etag
+        value = source_headers.get(ENVELOPE_HEADER)
+        if value is None:
+            return  # an unencrypted source stays as it is stored
+        try:
+            envelope = Envelope.decode(value).rewrap(settings.keyring)
+        except CryptoError as error:
+            raise _crypto_error(error) from None
+        headers[ENVELOPE_HEADER] = envelope.encode()
+        budget = metadata_budget(settings.provider, headers.items(multi=True))
+        if budget.exceeded:
+            raise S3Error("MetadataTooLarge")
 
     def request(self, flow: http.HTTPFlow) -> None:
         state = active_state(flow)
@@ -389,6 +419,17 @@ def covering_range(requested: RangeRequest, chunk_size: int) -> str:
         return f"bytes={start}-"
     end = max(requested.end, HEADER_LENGTH + (requested.end // chunk_size + 1) * stride - 1)
     return f"bytes={start}-{end}"
+
+
+def copy_source_path(value: str) -> str:
+    """The backend path of an ``x-amz-copy-source`` value (``[/]bucket/key[?versionId=v]``)."""
+    path, _, query = value.strip().partition("?")
+    # Clients send it URL-encoded (most) or raw: normalise to S3's encoding.
+    path = "/" + quote(unquote(path.lstrip("/")), safe="/~")
+    for item in query.split("&"):
+        if item.startswith("versionId="):
+            return f"{path}?{item}"
+    return path
 
 
 async def _stored_size(flow: http.HTTPFlow, settings: Settings) -> tuple[int, int] | None:
