@@ -41,6 +41,7 @@ def mitmdump_args(config_path: str, extra: list[str]) -> list[str]:
         # A gateway serves whoever reaches its port; network policy decides who can.
         "--set", "block_global=false",
         "--set", "keep_host_header=true",
+        "--set", "connection_strategy=lazy",
         "--flow-detail", "0",
         *extra,
     ]  # fmt: skip

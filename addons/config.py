@@ -32,6 +32,10 @@ class Config:
         if not ctx.options.keep_host_header:
             # Clients sign the Host header they sent; verification needs it intact.
             ctx.options.keep_host_header = True
+        if ctx.options.connection_strategy != "lazy":
+            # Connect to the backend only for requests that need it: health probes
+            # and refused requests must not depend on (or load) the storage.
+            ctx.options.connection_strategy = "lazy"
         if "gw_config" not in updated:
             return
         path = ctx.options.gw_config or os.environ.get(CONFIG_ENV)
