@@ -2,13 +2,15 @@
 
 Order matters: requests pass the addons top to bottom. Health answers probes,
 RequestContext names the operation, ClientAuth verifies the client's
-signature, ObjectCrypto rewrites bodies, and Resign signs what is forwarded.
+signature, ObjectCrypto rewrites bodies, ListingTranslation shows plaintext
+sizes in listings, and Resign signs what is forwarded.
 """
 
 from addons.auth import ClientAuth
 from addons.config import Config
 from addons.context import RequestContext
 from addons.health import Health
+from addons.listing import ListingTranslation
 from addons.objectcrypto import ObjectCrypto
 from addons.resign import Resign
 
@@ -20,5 +22,6 @@ addons = [
     RequestContext(config),
     ClientAuth(config),
     ObjectCrypto(config),
+    ListingTranslation(config),
     Resign(config),
 ]

@@ -15,7 +15,7 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from addons.objectcrypto import SMALL_UPLOAD
+from addons.bodycrypto import SMALL_UPLOAD
 from crypto import ciphertext_length
 from tests.harness import CHUNK_SIZE, GATEWAY_USER, AwsCli, Backend, Gateway
 from tests.rawclient import (
@@ -253,10 +253,6 @@ def test_awscli_cp_ls_head_rm(
     assert stored_keys(backend, bucket) == ["dir/big.bin"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="listings are forwarded untranslated: object sizes are ciphertext sizes",
-)
 def test_listing_shows_plaintext_sizes(gateway: Gateway, bucket: str) -> None:
     s3 = gateway.client()
     s3.put_object(Bucket=bucket, Key="obj", Body=b"x" * 1000)
