@@ -35,7 +35,9 @@ def _user_metadata(response: dict[str, object]) -> dict[str, str]:
     return {k.lower(): v for k, v in metadata.items()}
 
 
-def _assert_copied_metadata(backend: Backend, got: dict[str, str], expected: dict[str, str]) -> None:
+def _assert_copied_metadata(
+    backend: Backend, got: dict[str, str], expected: dict[str, str]
+) -> None:
     assert "s3gw" not in got  # the envelope is never shown
     if backend.name == "rclone":
         # rclone merges REPLACE metadata into the old one and adds "mtime" (AWS replaces).
