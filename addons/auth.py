@@ -16,7 +16,6 @@ from mitmproxy import http
 from addons.config import Config
 from addons.flowstate import active_state, refuse, respond_error
 from addons.s3.errors import S3Error
-from addons.s3.ops import Action
 from addons.s3.sigv4 import AuthContext, PayloadMode, verify
 
 
@@ -40,10 +39,7 @@ class ClientAuth:
                 datetime.now(UTC),
                 credentials.get,
             )
-            if (
-                auth.payload_mode.is_streaming
-                and state.operation.action is not Action.ENCRYPT_UPLOAD
-            ):
+            if auth.payload_mode.is_streaming and not state.operation.action.encrypts_body:
                 raise S3Error(
                     "InvalidRequest", "aws-chunked bodies are only supported on object uploads."
                 )

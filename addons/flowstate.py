@@ -29,8 +29,35 @@ class FlowState:
     aborted: bool = False
     encryption: str = ""  # "s3g1", "none" (legacy plaintext) or "" (no object body)
     range_request: Any = None  # crypto.RangeRequest of a ranged GetObject
+    range_header: str = ""  # the client's Range header (the backend gets a covering one)
     upload: Any = None  # addons.transforms.UploadTransform of a small, buffered upload
     upload_error: S3Error | None = None
+    multipart: Any = None  # addons.multipart.UploadRequest of a multipart upload request
+    # For the observers (metrics, access log, tracing); docs/OBSERVABILITY.md.
+    # The request as received: other addons rewrite path, Host and authentication.
+    client_target: str = ""  # path and query
+    client_headers: http.Headers | None = None
+    request_length: int | None = None  # Content-Length as the client sent it
+    backend_status: int | None = None  # the backend's status, before any translation
+    crypto: CryptoStats | None = None  # set by the encrypting/decrypting addon, if it counts
+
+
+@dataclass
+class CryptoStats:
+    """What encrypting or decrypting a flow's body did.
+
+    The addon that runs the cipher may fill this in as it goes; where it does
+    not, the observers derive the figures from the flow's sizes and timestamps
+    (``addons.observe.crypto_stats``).
+    """
+
+    direction: str  # "encrypt" or "decrypt"
+    plaintext_bytes: int = 0
+    ciphertext_bytes: int = 0
+    chunks: int = 0
+    started: float | None = None  # time.time() when the first piece was transformed
+    finished: float | None = None  # time.time() after the last piece
+    error: str = ""  # why it failed (an S3 error code); "" if it did not
 
 
 def new_request_id() -> str:
@@ -115,7 +142,7 @@ def error_body_response(flow: http.HTTPFlow, error: S3Error) -> bytes:
     response = flow.response
     response.status_code = error.status
     response.reason = ""
-    keep = {"date", "server", "connection"}
+    keep = {"date", "server", "connection", "x-s3gw-request-id"}
     for name in list(response.headers.keys()):
         if name.lower() not in keep:
             del response.headers[name]

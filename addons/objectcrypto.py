@@ -10,7 +10,6 @@ sizes, ranges and headers are translated back to the plaintext view.
 from __future__ import annotations
 
 import logging
-import re
 from functools import partial
 from urllib.parse import quote, unquote
 
@@ -18,37 +17,52 @@ from mitmproxy import http
 
 from addons.backend import head_object
 from addons.bodycheck import upload_checks
+from addons.bodycrypto import (
+    ENCRYPTION_HEADER,
+    ENVELOPE_HEADER,
+    abort_stream,
+    add_envelope,
+    answer_unsatisfiable,
+    backend_window,
+    check_covers,
+    crypto_error,
+    drop_checksum_headers,
+    encrypt_request_body,
+    reject_reserved_metadata,
+)
 from addons.config import Config
 from addons.flowstate import (
     FlowState,
-    abort_connections,
     active_state,
     error_body_response,
     refuse,
     respond_error,
     state_of,
 )
+from addons.multipartreads import (
+    StoredObject,
+    object_path,
+    part_headers_before,
+    stored_part_count,
+)
 from addons.s3.errors import S3Error
-from addons.s3.ops import Action
+from addons.s3.ops import Action, refusal_message
 from addons.settings import Settings
 from addons.transforms import (
     DownloadTransform,
     InputWindow,
     PlainWindowTransform,
     ReplaceBodyTransform,
-    UploadTransform,
 )
 from crypto import (
     CryptoError,
     DataKey,
     Envelope,
     FrameEncryptor,
-    LengthMismatch,
     ObjectDecryptor,
     RangeDecryptor,
     RangeNotSatisfiable,
     RangeRequest,
-    UnknownKeyId,
     ciphertext_length,
     metadata_budget,
     parse_range,
@@ -58,28 +72,7 @@ from crypto.format import HEADER_LENGTH, TAG_LENGTH
 
 log = logging.getLogger("s3gw")
 
-ENVELOPE_HEADER = "x-amz-meta-s3gw"
-ENCRYPTION_HEADER = "x-s3gw-encryption"
 MAX_OBJECT_SIZE = 5 * 1024**4  # S3's single-object limit
-# Uploads up to this size are read whole before they are forwarded (see _begin_upload).
-SMALL_UPLOAD = 1024 * 1024
-# Headers describing the body as the client sent it; they do not apply to the ciphertext.
-_UPLOAD_BODY_HEADERS = (
-    "content-md5",
-    "x-amz-decoded-content-length",
-    "x-amz-trailer",
-    "x-amz-sdk-checksum-algorithm",
-    "transfer-encoding",
-)
-# Checksums the backend computed over ciphertext (or the whole object) must not reach clients.
-_CHECKSUM_HEADER = re.compile(r"x-amz-checksum-.*|content-md5", re.IGNORECASE)
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
-
-
-def _drop_checksum_headers(headers: http.Headers) -> None:
-    for name in list(headers.keys()):
-        if _CHECKSUM_HEADER.fullmatch(name):
-            del headers[name]
 
 
 class ObjectCrypto:
@@ -95,10 +88,7 @@ class ObjectCrypto:
         action = state.operation.action
         try:
             if action is Action.REFUSE:
-                raise S3Error(
-                    "NotImplemented",
-                    f"{state.operation.name} is not supported through the encryption gateway.",
-                )
+                raise S3Error("NotImplemented", refusal_message(state.operation))
             if action is Action.ENCRYPT_UPLOAD:
                 self._begin_upload(flow, state, self._config.current())
             elif action is Action.COPY:
@@ -109,61 +99,20 @@ class ObjectCrypto:
             refuse(flow, error)
 
     def _begin_upload(self, flow: http.HTTPFlow, state: FlowState, settings: Settings) -> None:
-        request = flow.request
-        headers = request.headers
-        if ENVELOPE_HEADER in headers:
-            raise S3Error("InvalidArgument", f"The metadata key {ENVELOPE_HEADER} is reserved.")
+        headers = flow.request.headers
+        reject_reserved_metadata(headers)
         checks = upload_checks(headers, state.auth)
-        length = checks.plaintext_length
-        if length > MAX_OBJECT_SIZE:
+        if checks.plaintext_length > MAX_OBJECT_SIZE:
             raise S3Error("EntityTooLarge")
-        data_key = DataKey.generate(settings.algorithm, settings.chunk_size)
-        with data_key:
-            encryptor = FrameEncryptor(data_key, length)
+        with DataKey.generate(settings.algorithm, settings.chunk_size) as data_key:
+            encryptor = FrameEncryptor(data_key, checks.plaintext_length)
             envelope = Envelope.seal(data_key, settings.keyring, frame=encryptor.header)
-        headers[ENVELOPE_HEADER] = envelope.encode()
-        budget = metadata_budget(settings.provider, headers.items(multi=True))
-        if budget.exceeded:
+        try:
+            add_envelope(headers, envelope, settings.provider)
+        except S3Error:
             encryptor.close()
-            raise S3Error(
-                "MetadataTooLarge",
-                "Your metadata headers exceed the maximum allowed metadata size"
-                f" ({budget.used} of {budget.limit} bytes, including the gateway's envelope).",
-            )
-        if budget.near_limit:
-            log.warning("s3gw: object metadata uses %d of %d bytes", budget.used, budget.limit)
-        encodings = [
-            e.strip()
-            for e in headers.get("content-encoding", "").split(",")
-            if e.strip() and e.strip().lower() != "aws-chunked"
-        ]
-        headers.pop("content-encoding", None)
-        if encodings:
-            headers["content-encoding"] = ", ".join(encodings)
-        for name in _UPLOAD_BODY_HEADERS:
-            headers.pop(name, None)
-        _drop_checksum_headers(headers)
-        headers["content-length"] = str(encryptor.ciphertext_length)
-        state.encryption = "s3g1"
-        if length <= SMALL_UPLOAD:
-            # Small bodies are checked whole before anything is forwarded, so a bad
-            # digest gets its S3 error answer instead of a closed connection.
-            state.upload = UploadTransform(
-                encryptor,
-                decoder=checks.decoder,
-                verifiers=checks.verifiers,
-                finish_hooks=checks.finish_hooks,
-                on_error=partial(_record_upload_error, state),
-            )
-            return
-        request.stream = UploadTransform(
-            encryptor,
-            decoder=checks.decoder,
-            verifiers=checks.verifiers,
-            finish_hooks=checks.finish_hooks,
-            on_error=partial(self._stream_failed, flow),
-        )
-        state.streamed_request = True
+            raise
+        encrypt_request_body(flow, state, encryptor, checks)
 
     async def _begin_copy(self, flow: http.HTTPFlow, settings: Settings) -> None:
         """CopyObject stays server-side: the data key travels in the envelope.
@@ -175,8 +124,7 @@ class ObjectCrypto:
         concurrent overwrite cannot pair other bytes with this envelope.
         """
         headers = flow.request.headers
-        if ENVELOPE_HEADER in headers:
-            raise S3Error("InvalidArgument", f"The metadata key {ENVELOPE_HEADER} is reserved.")
+        reject_reserved_metadata(headers)
         if headers.get("x-amz-metadata-directive", "COPY").upper() != "REPLACE":
             return
         source = copy_source_path(headers.get("x-amz-copy-source", ""))
@@ -194,7 +142,7 @@ class ObjectCrypto:
         try:
             envelope = Envelope.decode(value).rewrap(settings.keyring)
         except CryptoError as error:
-            raise _crypto_error(error) from None
+            raise crypto_error(error) from None
         headers[ENVELOPE_HEADER] = envelope.encode()
         budget = metadata_budget(settings.provider, headers.items(multi=True))
         if budget.exceeded:
@@ -213,7 +161,8 @@ class ObjectCrypto:
     async def _begin_download(
         self, flow: http.HTTPFlow, state: FlowState, settings: Settings
     ) -> None:
-        requested = parse_range(flow.request.headers.get("range"))
+        state.range_header = flow.request.headers.get("range", "")
+        requested = parse_range(state.range_header)
         state.range_request = requested
         if requested is None:
             # S3 ignores what it cannot serve as one range; the backend must not see it
@@ -227,17 +176,22 @@ class ObjectCrypto:
             stored = await _stored_size(flow, settings)
             if stored is not None:
                 size, chunk_size = stored
+                if size == 0 and requested.end:
+                    # S3 serves an empty object whole (200) for a non-empty suffix.
+                    state.range_request = None
+                    flow.request.headers.pop("range", None)
+                    return
                 try:
                     first, last = requested.resolve(size)
                 except RangeNotSatisfiable:
-                    pass
-                else:
-                    requested = RangeRequest(first, last)
+                    # Fetch a range the backend has; the answer becomes the 416.
+                    first, last = 0, 0
+                requested = RangeRequest(first, last)
         flow.request.headers["range"] = covering_range(requested, chunk_size)
 
     # -- responses ----------------------------------------------------------
 
-    def responseheaders(self, flow: http.HTTPFlow) -> None:
+    async def responseheaders(self, flow: http.HTTPFlow) -> None:
         state = state_of(flow)
         response = flow.response
         if state is None or response is None:
@@ -245,9 +199,24 @@ class ObjectCrypto:
         action = state.operation.action
         if action not in (Action.DECRYPT_DOWNLOAD, Action.HEAD_OBJECT):
             return
-        if response.status_code not in (200, 206):
+        if response.status_code in (304, 412):
+            _hide_envelope(response, head=action is Action.HEAD_OBJECT)
             return
         settings = self._config.current()
+        if response.status_code == 416 and state.range_request is not None:
+            # The backend refused the covering range itself; its answer would name
+            # that range and the stored (ciphertext) size.
+            stored = await _stored_size(flow, settings)
+            if stored is not None:
+                answer_unsatisfiable(flow, state, stored[0])
+            return
+        if response.status_code not in (200, 206):
+            return
+        if ENVELOPE_HEADER not in response.headers and state.operation.param("partNumber"):
+            # Some backends (moto) leave user metadata out of their answers for one part.
+            status, headers = await head_object(settings.backend, object_path(flow))
+            if status == 200 and ENVELOPE_HEADER in headers:
+                response.headers[ENVELOPE_HEADER] = headers[ENVELOPE_HEADER]
         try:
             value = response.headers.get(ENVELOPE_HEADER)
             if value is None:
@@ -255,10 +224,12 @@ class ObjectCrypto:
             else:
                 self._serve_encrypted(flow, state, settings, value)
         except S3Error as error:
+            if error.status >= 500:
+                log.error("s3gw: cannot serve %s: %s", state.operation.resource, error.message)
             response.stream = ReplaceBodyTransform(error_body_response(flow, error))
         except CryptoError as error:
             log.error("s3gw: cannot decrypt %s: %s", state.operation.resource, error)
-            response.stream = ReplaceBodyTransform(error_body_response(flow, _crypto_error(error)))
+            response.stream = ReplaceBodyTransform(error_body_response(flow, crypto_error(error)))
 
     def _serve_plaintext(self, flow: http.HTTPFlow, state: FlowState, settings: Settings) -> None:
         response = flow.response
@@ -272,13 +243,17 @@ class ObjectCrypto:
         if state.operation.action is Action.HEAD_OBJECT:
             return
         requested = state.range_request
-        window = _backend_window(response)
+        window = backend_window(response)
         if requested is None or window is None:
             response.stream = True
             return
-        first, last = requested.resolve(window.total)
-        _check_covers(window, first, last)
-        _drop_checksum_headers(response.headers)
+        try:
+            first, last = requested.resolve(window.total)
+        except RangeNotSatisfiable:
+            answer_unsatisfiable(flow, state, window.total)
+            return
+        check_covers(window, first, last)
+        drop_checksum_headers(response.headers)
         response.status_code = 206
         response.headers["content-range"] = f"bytes {first}-{last}/{window.total}"
         response.headers["content-length"] = str(last - first + 1)
@@ -290,17 +265,19 @@ class ObjectCrypto:
         response = flow.response
         assert response is not None
         envelope = Envelope.decode(value)
+        if envelope.multipart:
+            return  # served by addons.multipartreads
         if envelope.frame is None:
-            raise S3Error("NotImplemented", "Multipart-encrypted objects are not supported yet.")
+            raise S3Error("NotImplemented", "Envelopes without a frame are not supported yet.")
         size = envelope.frame.plaintext_length
         state.encryption = "s3g1"
         del response.headers[ENVELOPE_HEADER]
-        _drop_checksum_headers(response.headers)
+        drop_checksum_headers(response.headers)
         response.headers[ENCRYPTION_HEADER] = "s3g1"
         if state.operation.action is Action.HEAD_OBJECT:
             response.headers["content-length"] = str(size)
             return
-        window = _backend_window(response)
+        window = backend_window(response)
         if window is None:
             raise S3Error("InternalError", "The storage backend sent no usable length.")
         if window.total != ciphertext_length(size, envelope.chunk_size):
@@ -308,12 +285,13 @@ class ObjectCrypto:
                 "InternalError", "The stored object's length does not match its envelope."
             )
         data_key = envelope.open(settings.keyring)
-        on_error = partial(self._stream_failed, flow)
+        on_error = partial(abort_stream, flow)
         requested: RangeRequest | None = state.range_request
-        if_range_failed = (
+        if_range_failed = (  # a 200 with a Content-Range is a range (rclone's answer)
             requested is not None
             and response.status_code == 200
             and "if-range" in flow.request.headers
+            and "content-range" not in response.headers
         )
         if requested is None or if_range_failed:
             if window.first != 0 or window.last != window.total - 1:
@@ -330,19 +308,10 @@ class ObjectCrypto:
             first, last = requested.resolve(size)
         except RangeNotSatisfiable:
             data_key.close()
-            error = S3Error(
-                "InvalidRange",
-                extra={
-                    "RangeRequested": flow.request.headers.get("range", ""),
-                    "ActualObjectSize": str(size),
-                },
-            )
-            body = error_body_response(flow, error)
-            response.headers["content-range"] = f"bytes */{size}"
-            response.stream = ReplaceBodyTransform(body)
+            answer_unsatisfiable(flow, state, size)
             return
         plan = plan_range(first, last, size, envelope.chunk_size)
-        _check_covers(window, plan.ciphertext_first, plan.ciphertext_last)
+        check_covers(window, plan.ciphertext_first, plan.ciphertext_last)
         decryptor_range = RangeDecryptor(data_key, envelope.frame, plan)
         data_key.close()
         response.status_code = 206
@@ -354,52 +323,24 @@ class ObjectCrypto:
             on_error=on_error,
         )
 
-    def _stream_failed(self, flow: http.HTTPFlow, error: Exception) -> None:
-        state = state_of(flow)
-        resource = state.operation.resource if state else flow.request.path
-        log.error("s3gw: aborting %s %s: %s", flow.request.method, resource, error)
-        if state is not None and isinstance(error, S3Error):
-            state.error = error
-        abort_connections(flow)
 
-
-def _record_upload_error(state: FlowState, error: Exception) -> None:
-    if isinstance(error, S3Error):
-        state.upload_error = error
-    elif isinstance(error, LengthMismatch):
-        state.upload_error = S3Error("IncompleteBody")
+def _hide_envelope(response: http.Response, *, head: bool) -> None:
+    """304 and 412 answers repeat the object's headers: show those of the plaintext."""
+    value = response.headers.get(ENVELOPE_HEADER)
+    if value is None:
+        return
+    del response.headers[ENVELOPE_HEADER]
+    drop_checksum_headers(response.headers)
+    if not head or "content-length" not in response.headers:
+        return  # a GET's Content-Length is that of the error document, if any
+    try:
+        envelope = Envelope.decode(value)
+    except CryptoError:
+        envelope = None
+    if envelope is not None and envelope.frame is not None:
+        response.headers["content-length"] = str(envelope.frame.plaintext_length)
     else:
-        log.error("s3gw: upload of %s failed: %s", state.operation.resource, error)
-        state.upload_error = S3Error("InternalError")
-
-
-class _Window:
-    def __init__(self, first: int, last: int, total: int) -> None:
-        self.first, self.last, self.total = first, last, total
-
-
-def _backend_window(response: http.Response) -> _Window | None:
-    """Which bytes of the stored object the backend's body holds."""
-    content_range = response.headers.get("content-range")
-    # Trust Content-Range even on a 200: rclone answers ranged reads that way.
-    if content_range:
-        match = _CONTENT_RANGE.fullmatch(content_range.strip())
-        if match is None:
-            return None
-        return _Window(int(match[1]), int(match[2]), int(match[3]))
-    length = response.headers.get("content-length")
-    if length is None or not length.isdigit():
-        return None
-    return _Window(0, int(length) - 1, int(length))
-
-
-def _check_covers(window: _Window, first: int, last: int) -> None:
-    if window.first > first or window.last < last:
-        raise S3Error(
-            "InternalError",
-            "The ranged read does not cover the requested bytes"
-            " (was the object written with another chunk size?).",
-        )
+        del response.headers["content-length"]
 
 
 def covering_range(requested: RangeRequest, chunk_size: int) -> str:
@@ -407,17 +348,22 @@ def covering_range(requested: RangeRequest, chunk_size: int) -> str:
 
     Encrypted objects need whole chunks; unencrypted (legacy) objects need the
     bytes as asked. Asking for the union serves both without a HEAD first.
+    Multipart objects have a frame header per part before a position, at most
+    one per 5 MiB (the gateway's smallest part), so the end goes that much further.
     """
     stride = chunk_size + TAG_LENGTH
     if requested.start is None:
         assert requested.end is not None
         plain = requested.end + chunk_size - 1
         chunks = -(-plain // chunk_size)
-        return f"bytes=-{plain + TAG_LENGTH * chunks}"
+        # The last frame's header may be in the suffix too.
+        extra = HEADER_LENGTH + part_headers_before(plain)
+        return f"bytes=-{plain + TAG_LENGTH * chunks + extra}"
     start = min(requested.start, HEADER_LENGTH + (requested.start // chunk_size) * stride)
     if requested.end is None:
         return f"bytes={start}-"
-    end = max(requested.end, HEADER_LENGTH + (requested.end // chunk_size + 1) * stride - 1)
+    end = HEADER_LENGTH + (requested.end // chunk_size + 1) * stride - 1
+    end = max(requested.end, end + part_headers_before(requested.end))
     return f"bytes={start}-{end}"
 
 
@@ -434,10 +380,7 @@ def copy_source_path(value: str) -> str:
 
 async def _stored_size(flow: http.HTTPFlow, settings: Settings) -> tuple[int, int] | None:
     """(plaintext size, chunk size) of the object a GET names, from a backend HEAD."""
-    path = flow.request.path.split("?", 1)[0]
-    version = flow.request.query.get("versionId")
-    if version is not None:
-        path += "?versionId=" + quote(version, safe="")
+    path = object_path(flow)
     status, headers = await head_object(settings.backend, path)
     if status != 200:
         return None
@@ -447,15 +390,17 @@ async def _stored_size(flow: http.HTTPFlow, settings: Settings) -> tuple[int, in
             envelope = Envelope.decode(value)
             if envelope.frame is not None:
                 return envelope.frame.plaintext_length, envelope.chunk_size
+            if envelope.multipart:
+                stored = StoredObject(
+                    settings.backend,
+                    path,
+                    headers.get("etag"),
+                    stored_part_count(headers),
+                    envelope.chunk_size,
+                )
+                _, size = await stored.shape(int(headers.get("content-length", "")))
+                return size, envelope.chunk_size
             return None
         return int(headers.get("content-length", "")), settings.chunk_size
-    except (CryptoError, ValueError):
+    except (CryptoError, S3Error, ValueError):
         return None
-
-
-def _crypto_error(error: CryptoError) -> S3Error:
-    if isinstance(error, UnknownKeyId):
-        message = "The object's key-encryption key is not in the gateway's keyring."
-    else:
-        message = "The object could not be decrypted by the gateway."
-    return S3Error("InternalError", message)

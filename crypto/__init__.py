@@ -31,9 +31,16 @@ from crypto.format import DEFAULT_CHUNK_SIZE, HEADER_LENGTH, Algorithm, FrameHea
 from crypto.keyring import Keyring, StaticKeyring, kek_from_passphrase
 from crypto.pool import BufferPool, PoolStats, shared_pool_stats
 from crypto.profiles import ProviderProfile, get_profile, metadata_budget
-from crypto.ranges import RangePlan, RangeRequest, parse_range, plan_range
-from crypto.sizes import ciphertext_length, plaintext_length
-from crypto.stream import FrameEncryptor, ObjectDecryptor, RangeDecryptor
+from crypto.ranges import (
+    PartsRangePlan,
+    RangePlan,
+    RangeRequest,
+    parse_range,
+    plan_parts_range,
+    plan_range,
+)
+from crypto.sizes import PartLayout, ciphertext_length, plaintext_length, uniform_part_layout
+from crypto.stream import FrameEncryptor, ObjectDecryptor, PartsRangeDecryptor, RangeDecryptor
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -53,6 +60,9 @@ __all__ = [
     "Keyring",
     "LengthMismatch",
     "ObjectDecryptor",
+    "PartLayout",
+    "PartsRangeDecryptor",
+    "PartsRangePlan",
     "PoolStats",
     "ProviderProfile",
     "RangeDecryptor",
@@ -69,6 +79,8 @@ __all__ = [
     "metadata_budget",
     "parse_range",
     "plaintext_length",
+    "plan_parts_range",
     "plan_range",
     "shared_pool_stats",
+    "uniform_part_layout",
 ]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from crypto.errors import RangeNotSatisfiable
 from crypto.format import HEADER_LENGTH, TAG_LENGTH, chunk_count
+from crypto.sizes import PartLayout
 
 _SINGLE_RANGE = re.compile(r"\s*bytes\s*=\s*([0-9]*)\s*-\s*([0-9]*)\s*")
 # Positions saturate here: larger values behave like any position past the end of
@@ -120,4 +121,79 @@ def plan_range(first: int, last: int, object_size: int, chunk_size: int) -> Rang
         ciphertext_first=HEADER_LENGTH + first_chunk * stride,
         ciphertext_last=HEADER_LENGTH + last_chunk * stride + last_plain + TAG_LENGTH - 1,
         skip=first - first_chunk * chunk_size,
+    )
+
+
+@dataclass(frozen=True)
+class PartsRangePlan:
+    """How to serve plaintext bytes ``first..last`` of a multipart object.
+
+    The ciphertext slice starts at chunk ``first_chunk`` of the frame of part
+    index ``first_part`` (whose header must be fetched separately, from
+    ``first_header_offset``) and runs through whole frames, headers included,
+    to the end of chunk ``last_chunk`` of part index ``last_part``.
+    """
+
+    first: int
+    last: int
+    layout: PartLayout
+    first_part: int
+    first_chunk: int
+    last_part: int
+    last_chunk: int
+    ciphertext_first: int
+    ciphertext_last: int
+    skip: int
+
+    @property
+    def length(self) -> int:
+        return self.last - self.first + 1
+
+    @property
+    def ciphertext_length(self) -> int:
+        return self.ciphertext_last - self.ciphertext_first + 1
+
+    @property
+    def content_range(self) -> str:
+        return f"bytes {self.first}-{self.last}/{self.layout.object_size}"
+
+    @property
+    def first_header_offset(self) -> int:
+        return self.layout.frame_offset(self.first_part)
+
+
+def plan_parts_range(first: int, last: int, layout: PartLayout) -> PartsRangePlan:
+    """Minimal chunk-aligned ciphertext range covering plaintext ``first..last``."""
+    size = layout.object_size
+    if not 0 <= first <= last < size:
+        raise RangeNotSatisfiable(size)
+    chunk_size = layout.chunk_size
+    stride = chunk_size + TAG_LENGTH
+
+    def locate(position: int) -> tuple[int, int, int]:
+        """(part index, chunk index in the part, offset in the part) of a plaintext byte."""
+        part = min(position // layout.part_size, layout.part_count - 1)
+        offset = position - part * layout.part_size
+        return part, offset // chunk_size, offset
+
+    first_part, first_chunk, first_offset = locate(first)
+    last_part, last_chunk, _ = locate(last)
+    part_size = layout.part_plaintext_size(last_part)
+    last_chunk_length = min(chunk_size, part_size - last_chunk * chunk_size)
+    return PartsRangePlan(
+        first=first,
+        last=last,
+        layout=layout,
+        first_part=first_part,
+        first_chunk=first_chunk,
+        last_part=last_part,
+        last_chunk=last_chunk,
+        ciphertext_first=layout.frame_offset(first_part) + HEADER_LENGTH + first_chunk * stride,
+        ciphertext_last=layout.frame_offset(last_part)
+        + HEADER_LENGTH
+        + last_chunk * stride
+        + last_chunk_length
+        + TAG_LENGTH
+        - 1,
+        skip=first_offset - first_chunk * chunk_size,
     )

@@ -22,7 +22,7 @@ from crypto.errors import (
 )
 from crypto.format import HEADER_LENGTH, TAG_LENGTH, FrameCipher, FrameHeader
 from crypto.pool import BufferPool, shared_pool
-from crypto.ranges import RangePlan
+from crypto.ranges import PartsRangePlan, RangePlan
 
 
 class FrameEncryptor:
@@ -189,6 +189,9 @@ class ObjectDecryptor(_DecryptorBase):
     Every frame header is checked against the data key (algorithm, chunk size
     and key commitment) before its first chunk is decrypted. ``expected_frame``
     (from the envelope of a single-PUT object) must equal the body's header.
+    Part frames must have strictly increasing part numbers, or exactly the
+    numbers of ``parts`` (e.g. ``range(1, n + 1)``) when the caller knows them;
+    ``expected_length`` is checked against the total plaintext at the end.
     """
 
     def __init__(
@@ -197,11 +200,15 @@ class ObjectDecryptor(_DecryptorBase):
         *,
         expected_frame: FrameHeader | None = None,
         multipart: bool = False,
+        parts: range | None = None,
+        expected_length: int | None = None,
         pool: BufferPool | None = None,
     ) -> None:
         super().__init__(data_key, pool)
         self._expected = expected_frame
         self._multipart = multipart
+        self._parts = parts
+        self._expected_length = expected_length
         self._header = bytearray()
         self._reader: _ChunkReader | None = None
         self._frames = 0
@@ -238,9 +245,12 @@ class ObjectDecryptor(_DecryptorBase):
         self._check_open()
         complete = self._reader is None and not self._header and self._frames > 0
         self.close()
-        if not complete:
+        if not complete or (self._parts is not None and self._frames != len(self._parts)):
             self.failed = True
             raise TruncatedError("ciphertext ended before the final chunk")
+        if self._expected_length is not None and self.plaintext_length != self._expected_length:
+            self.failed = True
+            raise IntegrityError("the object's plaintext length is not the expected one")
         return []
 
     def _open_frame(self) -> FrameCipher:
@@ -249,7 +259,15 @@ class ObjectDecryptor(_DecryptorBase):
         if header.algorithm != key.algorithm or header.chunk_size != key.chunk_size:
             raise IntegrityError("frame header does not match the envelope")
         if self._multipart:
-            if header.part_number <= self._last_part:
+            if self._parts is not None:
+                if self._frames >= len(self._parts):
+                    raise TrailingDataError("data after the final part")
+                if header.part_number != self._parts[self._frames]:
+                    raise IntegrityError(
+                        f"part {header.part_number} where part {self._parts[self._frames]}"
+                        " was expected"
+                    )
+            elif header.part_number <= self._last_part:
                 raise IntegrityError("part frames are out of order or duplicated")
             self._last_part = header.part_number
         else:
@@ -258,6 +276,35 @@ class ObjectDecryptor(_DecryptorBase):
             if self._expected is not None and header != self._expected:
                 raise IntegrityError("frame header does not match the envelope")
         return FrameCipher.open_frame(key.material, header)
+
+
+class _PlaintextWindow:
+    """Drops ``skip`` leading bytes, then passes ``length`` bytes and no more."""
+
+    def __init__(self, skip: int, length: int) -> None:
+        self._skip = skip
+        self.remaining = length
+
+    def select(self, pieces: list[bytes]) -> list[bytes]:
+        out: list[bytes] = []
+        for piece in pieces:
+            if self._skip:
+                if self._skip >= len(piece):
+                    self._skip -= len(piece)
+                    continue
+                piece = piece[self._skip :]
+                self._skip = 0
+            if len(piece) > self.remaining:
+                piece = piece[: self.remaining]
+            self.remaining -= len(piece)
+            if piece:
+                out.append(piece)
+        return out
+
+
+def _check_frame_header(header: FrameHeader, data_key: DataKey) -> None:
+    if header.algorithm != data_key.algorithm or header.chunk_size != data_key.chunk_size:
+        raise FormatError("frame header does not match the data key")
 
 
 class RangeDecryptor(_DecryptorBase):
@@ -277,10 +324,8 @@ class RangeDecryptor(_DecryptorBase):
         pool: BufferPool | None = None,
     ) -> None:
         super().__init__(data_key, pool)
-        if header.algorithm != data_key.algorithm or header.chunk_size != data_key.chunk_size:
-            self.close()
-            raise FormatError("frame header does not match the data key")
         try:
+            _check_frame_header(header, data_key)
             cipher = FrameCipher.open_frame(data_key.material, header)
         except CryptoError:
             self.close()  # hand the staging buffer back to the pool
@@ -290,9 +335,7 @@ class RangeDecryptor(_DecryptorBase):
             plan.first_chunk,
             self._staging,  # type: ignore[arg-type]
         )
-        self._last_chunk = plan.last_chunk
-        self._skip = plan.skip
-        self._remaining = plan.length
+        self._window = _PlaintextWindow(plan.skip, plan.length)
         self._input_remaining = plan.ciphertext_length
 
     def update(self, data: bytes | bytearray | memoryview) -> list[bytes]:
@@ -305,26 +348,99 @@ class RangeDecryptor(_DecryptorBase):
             self._reader.feed(memoryview(data), decrypted)
         except IntegrityError as error:
             raise self._fail(error) from None
-        out: list[bytes] = []
-        for piece in decrypted:
-            if self._skip:
-                if self._skip >= len(piece):
-                    self._skip -= len(piece)
-                    continue
-                piece = piece[self._skip :]
-                self._skip = 0
-            if len(piece) > self._remaining:
-                piece = piece[: self._remaining]
-            self._remaining -= len(piece)
-            if piece:
-                out.append(piece)
-        return out
+        return self._window.select(decrypted)
 
     def finalize(self) -> list[bytes]:
         self._check_open()
         complete = self._input_remaining == 0 and self._reader.buffered == 0
         self.close()
-        if not complete or self._remaining:
+        if not complete or self._window.remaining:
+            self.failed = True
+            raise TruncatedError("ciphertext range ended early")
+        return []
+
+
+class PartsRangeDecryptor(_DecryptorBase):
+    """Decrypts the ciphertext slice of a :class:`PartsRangePlan`, which may span frames.
+
+    ``first_header`` is the header of the first touched frame (the slice starts
+    after it, on a chunk boundary); the headers of later frames are read from
+    the slice. Every frame must be the part the layout puts there, with the
+    length it gives, or decryption fails: this is what confirms the layout.
+    """
+
+    def __init__(
+        self,
+        data_key: DataKey,
+        first_header: FrameHeader,
+        plan: PartsRangePlan,
+        *,
+        pool: BufferPool | None = None,
+    ) -> None:
+        super().__init__(data_key, pool)
+        self._layout = plan.layout
+        self._part = plan.first_part
+        try:
+            cipher = self._open(first_header)
+        except CryptoError:
+            self.close()
+            raise
+        self._reader: _ChunkReader | None = _ChunkReader(
+            cipher,
+            plan.first_chunk,
+            self._staging,  # type: ignore[arg-type]
+        )
+        self._header = bytearray()
+        self._window = _PlaintextWindow(plan.skip, plan.length)
+        self._input_remaining = plan.ciphertext_length
+
+    def _open(self, header: FrameHeader) -> FrameCipher:
+        _check_frame_header(header, self._data_key)
+        if self._part >= self._layout.part_count:
+            raise TrailingDataError("data after the final part")
+        expected_length = self._layout.part_plaintext_size(self._part)
+        if header.part_number != self._part + 1 or header.plaintext_length != expected_length:
+            raise IntegrityError(
+                f"found part {header.part_number} of {header.plaintext_length} bytes where the"
+                f" layout has part {self._part + 1} of {expected_length} bytes"
+            )
+        return FrameCipher.open_frame(self._data_key.material, header)
+
+    def update(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        staging = self._check_open()
+        if len(data) > self._input_remaining:
+            raise self._fail(TrailingDataError("more ciphertext than the range covers"))
+        self._input_remaining -= len(data)
+        decrypted: list[bytes] = []
+        view = memoryview(data)
+        try:
+            while len(view):
+                if self._reader is None:
+                    take = min(HEADER_LENGTH - len(self._header), len(view))
+                    self._header += view[:take]
+                    view = view[take:]
+                    if len(self._header) == HEADER_LENGTH:
+                        cipher = self._open(FrameHeader.parse(self._header))
+                        self._reader = _ChunkReader(cipher, 0, staging)
+                        self._header.clear()
+                    continue
+                view = view[self._reader.feed(view, decrypted) :]
+                if self._reader.done:
+                    self._reader = None
+                    self._part += 1
+        except CryptoError as error:
+            raise self._fail(error) from None
+        return self._window.select(decrypted)
+
+    def finalize(self) -> list[bytes]:
+        self._check_open()
+        complete = (
+            self._input_remaining == 0
+            and not self._header
+            and (self._reader is None or self._reader.buffered == 0)
+        )
+        self.close()
+        if not complete or self._window.remaining:
             self.failed = True
             raise TruncatedError("ciphertext range ended early")
         return []

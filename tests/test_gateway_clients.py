@@ -15,7 +15,7 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from addons.objectcrypto import SMALL_UPLOAD
+from addons.bodycrypto import SMALL_UPLOAD
 from crypto import ciphertext_length
 from tests.harness import CHUNK_SIZE, GATEWAY_USER, AwsCli, Backend, Gateway
 from tests.rawclient import (

@@ -105,5 +105,12 @@ def test_large_object_sha256(gateway: Gateway, bucket: str) -> None:
 def test_unsupported_operations_fail_closed(gateway: Gateway, bucket: str) -> None:
     s3 = gateway.client()
     with pytest.raises(ClientError) as caught:
-        s3.create_multipart_upload(Bucket=bucket, Key="mp")
+        s3.select_object_content(
+            Bucket=bucket,
+            Key="obj",
+            Expression="SELECT * FROM S3Object",
+            ExpressionType="SQL",
+            InputSerialization={"CSV": {}},
+            OutputSerialization={"CSV": {}},
+        )
     assert caught.value.response["Error"]["Code"] == "NotImplemented"

@@ -61,6 +61,7 @@ ERROR_CODES: Final[Mapping[str, ErrorSpec]] = {
     "InvalidBucketName": ErrorSpec(400, "The specified bucket is not valid."),
     "InvalidRange": ErrorSpec(416, "The requested range is not satisfiable"),
     "KeyTooLongError": ErrorSpec(400, "Your key is too long"),
+    "MaxMessageLengthExceeded": ErrorSpec(400, "Your request was too big."),
     "MalformedXML": ErrorSpec(
         400,
         "The XML you provided was not well-formed or did not validate against our published schema",

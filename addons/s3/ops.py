@@ -2,9 +2,10 @@
 
 Path-style addressing (``/bucket/key``) and virtual-hosted style
 (``bucket.<base domain>``) are both recognised. The operation decides what the
-gateway does: encrypt (PutObject), decrypt (GetObject), translate (listings),
-pass through (bucket configuration, tagging...) or refuse (operations that
-would store or reveal data the gateway cannot encrypt yet).
+gateway does: encrypt (PutObject, UploadPart), decrypt (GetObject), translate
+(listings, multipart upload ids), pass through (bucket configuration,
+tagging...) or refuse (operations that would store or reveal data the gateway
+cannot encrypt yet).
 """
 
 from __future__ import annotations
@@ -17,12 +18,19 @@ from urllib.parse import parse_qsl, unquote
 
 class Action(enum.Enum):
     ENCRYPT_UPLOAD = "encrypt"  # request body must be encrypted
+    ENCRYPT_PART = "encrypt-part"  # UploadPart: body encrypted with the upload's data key
+    MULTIPART = "multipart"  # multipart bookkeeping: upload ids swapped for gateway tokens
     DECRYPT_DOWNLOAD = "decrypt"  # response body must be decrypted
     HEAD_OBJECT = "head"  # response headers translated, no body
     COPY = "copy"  # server-side copy of an encrypted object
     PASS = "pass"  # metadata-only operation, forwarded as is
     LIST = "list"  # listing whose sizes need translation
     REFUSE = "refuse"  # fail closed: not supported through the gateway
+
+    @property
+    def encrypts_body(self) -> bool:
+        """The request body is object data, encrypted on its way (aws-chunked allowed)."""
+        return self in (Action.ENCRYPT_UPLOAD, Action.ENCRYPT_PART)
 
 
 @dataclass(frozen=True)
@@ -49,9 +57,30 @@ class S3Operation:
 
 # Subresources on objects whose bodies are small XML documents, never object data.
 _OBJECT_CONFIG = {"acl", "tagging", "retention", "legal-hold", "attributes", "restore", "torrent"}
-# Multipart and other body-carrying operations that are not supported yet are refused
-# instead of being forwarded unencrypted.
-_UNSUPPORTED_OBJECT_POST = {"uploads", "uploadId", "select", "select-type"}
+# Body-carrying operations that are not supported are refused instead of being
+# forwarded unencrypted.
+_UNSUPPORTED_OBJECT_POST = {"select", "select-type"}
+_MULTIPART_BY_METHOD = {
+    "POST": "CompleteMultipartUpload",
+    "GET": "ListParts",
+    "DELETE": "AbortMultipartUpload",
+}
+# Why an operation is refused, where the operation name alone does not say.
+_REFUSALS = {
+    "UploadPartCopy": (
+        "UploadPartCopy is not supported through the encryption gateway: the copied bytes"
+        " would have to be decrypted and re-encrypted as a part of the new upload."
+        " Upload the part's data with UploadPart instead."
+    ),
+}
+
+
+def refusal_message(operation: S3Operation) -> str:
+    """The ``NotImplemented`` message for an operation classified ``REFUSE``."""
+    return _REFUSALS.get(
+        operation.name,
+        f"{operation.name} is not supported through the encryption gateway.",
+    )
 
 
 def split_path(path: str, host: str, base_domain: str | None) -> tuple[str, str]:
@@ -99,8 +128,21 @@ def classify(
         return op("Bucket" + method.title(), Action.PASS)
     if params & _OBJECT_CONFIG:
         return op("ObjectSubresource", Action.PASS)
-    if params & _UNSUPPORTED_OBJECT_POST or ("partNumber" in params and method == "PUT"):
-        return op("MultipartUpload", Action.REFUSE)
+    if params & _UNSUPPORTED_OBJECT_POST:
+        return op("SelectObjectContent", Action.REFUSE)
+    if "uploads" in params:
+        if method == "POST":
+            return op("CreateMultipartUpload", Action.MULTIPART)
+        return op("Unknown", Action.REFUSE)
+    if "uploadId" in params:
+        if method == "PUT" and "partNumber" in params:
+            if "x-amz-copy-source" in headers:
+                return op("UploadPartCopy", Action.REFUSE)
+            return op("UploadPart", Action.ENCRYPT_PART)
+        name = _MULTIPART_BY_METHOD.get(method)
+        return op(name, Action.MULTIPART) if name else op("Unknown", Action.REFUSE)
+    if "partNumber" in params and method == "PUT":
+        return op("UploadPart", Action.REFUSE)  # a part without its upload
     if method == "PUT":
         if "x-amz-copy-source" in headers:
             return op("CopyObject", Action.COPY)

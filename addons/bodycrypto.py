@@ -1,0 +1,196 @@
+"""Helpers shared by the addons that encrypt and decrypt object bodies
+(``ObjectCrypto`` for single-PUT objects, ``Multipart`` for multipart uploads).
+
+Uploads: the envelope in the object's metadata (reserved name, metadata
+budget), and turning a verified plaintext request body into one encrypted
+frame, read whole or streamed. Downloads: which bytes of the stored object a
+backend answer holds, and how failures are reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from functools import partial
+
+from mitmproxy import http
+
+from addons.bodycheck import UploadChecks
+from addons.flowstate import FlowState, abort_connections, error_body_response, state_of
+from addons.s3.errors import S3Error
+from addons.transforms import ReplaceBodyTransform, UploadTransform
+from crypto import CryptoError, Envelope, FrameEncryptor, LengthMismatch, UnknownKeyId
+from crypto.profiles import ProviderProfile, metadata_budget
+
+log = logging.getLogger("s3gw")
+
+ENVELOPE_HEADER = "x-amz-meta-s3gw"
+ENCRYPTION_HEADER = "x-s3gw-encryption"
+# Uploads up to this size are read whole before they are forwarded (see encrypt_request_body).
+SMALL_UPLOAD = 1024 * 1024
+# Headers describing the body as the client sent it; they do not apply to the ciphertext.
+_UPLOAD_BODY_HEADERS = (
+    "content-md5",
+    "x-amz-decoded-content-length",
+    "x-amz-trailer",
+    "x-amz-sdk-checksum-algorithm",
+    "transfer-encoding",
+)
+# Checksums the backend computed over ciphertext (or the whole object) must not reach clients.
+_CHECKSUM_HEADER = re.compile(r"x-amz-checksum-.*|content-md5", re.IGNORECASE)
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+
+
+def drop_checksum_headers(headers: http.Headers) -> None:
+    for name in list(headers.keys()):
+        if _CHECKSUM_HEADER.fullmatch(name):
+            del headers[name]
+
+
+# -- uploads ------------------------------------------------------------------
+
+
+def reject_reserved_metadata(headers: http.Headers) -> None:
+    if ENVELOPE_HEADER in headers:
+        raise S3Error("InvalidArgument", f"The metadata key {ENVELOPE_HEADER} is reserved.")
+
+
+def add_envelope(headers: http.Headers, envelope: Envelope, provider: ProviderProfile) -> None:
+    """Store ``envelope`` in the request's metadata, within the provider's budget."""
+    headers[ENVELOPE_HEADER] = envelope.encode()
+    budget = metadata_budget(provider, headers.items(multi=True))
+    if budget.exceeded:
+        raise S3Error(
+            "MetadataTooLarge",
+            "Your metadata headers exceed the maximum allowed metadata size"
+            f" ({budget.used} of {budget.limit} bytes, including the gateway's envelope).",
+        )
+    if budget.near_limit:
+        log.warning("s3gw: object metadata uses %d of %d bytes", budget.used, budget.limit)
+
+
+def encrypt_request_body(
+    flow: http.HTTPFlow, state: FlowState, encryptor: FrameEncryptor, checks: UploadChecks
+) -> None:
+    """Make the request carry ``encryptor``'s frame instead of the client's body.
+
+    The headers now describe the ciphertext. Bodies up to ``SMALL_UPLOAD`` are
+    checked whole before anything is forwarded (``state.upload``, run by
+    ``ObjectCrypto.request``), so a bad digest gets its S3 error answer instead
+    of a closed connection; larger ones are streamed.
+    """
+    headers = flow.request.headers
+    encodings = [
+        e.strip()
+        for e in headers.get("content-encoding", "").split(",")
+        if e.strip() and e.strip().lower() != "aws-chunked"
+    ]
+    headers.pop("content-encoding", None)
+    if encodings:
+        headers["content-encoding"] = ", ".join(encodings)
+    for name in _UPLOAD_BODY_HEADERS:
+        headers.pop(name, None)
+    drop_checksum_headers(headers)
+    headers["content-length"] = str(encryptor.ciphertext_length)
+    state.encryption = "s3g1"
+    if checks.plaintext_length <= SMALL_UPLOAD:
+        state.upload = UploadTransform(
+            encryptor,
+            decoder=checks.decoder,
+            verifiers=checks.verifiers,
+            finish_hooks=checks.finish_hooks,
+            on_error=partial(_record_upload_error, state),
+        )
+        return
+    flow.request.stream = UploadTransform(
+        encryptor,
+        decoder=checks.decoder,
+        verifiers=checks.verifiers,
+        finish_hooks=checks.finish_hooks,
+        on_error=partial(abort_stream, flow),
+    )
+    state.streamed_request = True
+
+
+def _record_upload_error(state: FlowState, error: Exception) -> None:
+    if isinstance(error, S3Error):
+        state.upload_error = error
+    elif isinstance(error, LengthMismatch):
+        state.upload_error = S3Error("IncompleteBody")
+    else:
+        log.error("s3gw: upload of %s failed: %s", state.operation.resource, error)
+        state.upload_error = S3Error("InternalError")
+
+
+def abort_stream(flow: http.HTTPFlow, error: Exception) -> None:
+    """A streamed body failed: log why and close both connections."""
+    state = state_of(flow)
+    resource = state.operation.resource if state else flow.request.path
+    log.error("s3gw: aborting %s %s: %s", flow.request.method, resource, error)
+    if state is not None and isinstance(error, S3Error):
+        state.error = error
+    abort_connections(flow)
+
+
+# -- downloads ----------------------------------------------------------------
+
+
+class ByteWindow:
+    """Bytes ``first..last`` (inclusive) of a stored object of ``total`` bytes."""
+
+    def __init__(self, first: int, last: int, total: int) -> None:
+        self.first, self.last, self.total = first, last, total
+
+    @property
+    def whole(self) -> bool:
+        return self.first == 0 and self.last == self.total - 1
+
+
+def backend_window(response: http.Response) -> ByteWindow | None:
+    """Which bytes of the stored object the backend's body holds."""
+    return headers_window(response.headers)
+
+
+def headers_window(headers: http.Headers) -> ByteWindow | None:
+    """Which bytes of the stored object a backend answer with ``headers`` holds."""
+    content_range = headers.get("content-range")
+    # Trust Content-Range even on a 200: rclone answers ranged reads that way.
+    if content_range:
+        match = _CONTENT_RANGE.fullmatch(content_range.strip())
+        if match is None:
+            return None
+        return ByteWindow(int(match[1]), int(match[2]), int(match[3]))
+    length = headers.get("content-length")
+    if length is None or not length.isdigit():
+        return None
+    return ByteWindow(0, int(length) - 1, int(length))
+
+
+def check_covers(window: ByteWindow, first: int, last: int) -> None:
+    if window.first > first or window.last < last:
+        raise S3Error(
+            "InternalError",
+            "The ranged read does not cover the requested bytes"
+            " (was the object written with another chunk size?).",
+        )
+
+
+def answer_unsatisfiable(flow: http.HTTPFlow, state: FlowState, size: int) -> None:
+    """Replace the backend's answer with S3's 416 for a range outside ``size`` bytes."""
+    response = flow.response
+    assert response is not None
+    error = S3Error(
+        "InvalidRange",
+        extra={"RangeRequested": state.range_header, "ActualObjectSize": str(size)},
+    )
+    body = error_body_response(flow, error)
+    response.headers["content-range"] = f"bytes */{size}"
+    response.stream = ReplaceBodyTransform(body)
+
+
+def crypto_error(error: CryptoError) -> S3Error:
+    if isinstance(error, UnknownKeyId):
+        message = "The object's key-encryption key is not in the gateway's keyring."
+    else:
+        message = "The object could not be decrypted by the gateway."
+    return S3Error("InternalError", message)

@@ -1,0 +1,324 @@
+"""Multipart upload documents: the CompleteMultipartUpload request, and the
+InitiateMultipartUpload and ListParts results the gateway rewrites.
+
+Every document is parsed with ``defusedxml`` (no DTDs, no entity
+declarations, no external references) under a size and an element-count
+limit. Client input that is not a valid parts list gets S3's own error
+(``MalformedXML``, ``InvalidPartOrder``, ``InvalidArgument``); backend
+documents that cannot be read raise :class:`BackendDocumentError`.
+
+Results are rewritten in place, byte for byte except for the replaced texts
+(upload ids, part sizes), so clients parse what the backend sent.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+from xml.sax.saxutils import escape
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import DefusedXMLParser
+
+from addons.s3.errors import S3Error
+
+__all__ = [
+    "MAX_COMPLETE_BODY",
+    "MAX_PARTS",
+    "MAX_PART_SIZE",
+    "MIN_PART_SIZE",
+    "BackendDocumentError",
+    "CompletedPart",
+    "ListedPart",
+    "PartsPage",
+    "complete_request_xml",
+    "multipart_part_count",
+    "normalized_etag",
+    "parse_complete_request",
+    "parse_parts_page",
+    "part_number",
+    "rewrite_texts",
+    "upload_id_of",
+]
+
+MIN_PART_SIZE: Final = 5 * 1024 * 1024  # every part but the last, as S3 (in plaintext)
+MAX_PART_SIZE: Final = 5 * 1024**3
+MAX_PARTS: Final = 10_000
+# 10,000 parts with a checksum each are about 1.5 MB of XML, indented maybe 2 MB.
+MAX_COMPLETE_BODY: Final = 4 * 1024 * 1024
+_MAX_COMPLETE_ELEMENTS: Final = 1 + MAX_PARTS * 8
+# Backend documents: one ListParts page holds at most 1000 parts.
+_MAX_BACKEND_DOCUMENT: Final = 8 * 1024 * 1024
+_MAX_BACKEND_ELEMENTS: Final = 100_000
+
+S3_NAMESPACE: Final = "http://s3.amazonaws.com/doc/2006-03-01/"
+_PART_CHECKSUMS: Final = frozenset(
+    {"ChecksumCRC32", "ChecksumCRC32C", "ChecksumCRC64NVME", "ChecksumSHA1", "ChecksumSHA256"}
+)
+_DIGITS = re.compile(r"\s*([0-9]{1,19})\s*", re.ASCII)
+# A multipart object's ETag: "<hex digest>-<part count>".
+_MULTIPART_ETAG = re.compile(r'\s*"?[0-9A-Fa-f]+-([1-9][0-9]{0,4})"?\s*')
+
+
+class BackendDocumentError(ValueError):
+    """A backend answer the gateway cannot read or rewrite."""
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def multipart_part_count(etag: str | None) -> int | None:
+    """The part count in a multipart object's ETag (``"...-N"``), if it has one."""
+    match = _MULTIPART_ETAG.fullmatch(etag or "")
+    count = int(match[1]) if match else None
+    return count if count is not None and count <= MAX_PARTS else None
+
+
+def normalized_etag(etag: str) -> str:
+    return etag.strip().strip('"')
+
+
+def part_number(text: str | None) -> int:
+    """A ``partNumber`` (query parameter or Complete element), checked as S3 does."""
+    match = _DIGITS.fullmatch(text or "")
+    number = int(match[1]) if match else 0
+    if not 1 <= number <= MAX_PARTS:
+        raise S3Error(
+            "InvalidArgument",
+            "Part number must be an integer between 1 and 10000, inclusive",
+            extra={"ArgumentName": "partNumber", "ArgumentValue": text or ""},
+        )
+    return number
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+class _Target:
+    """Builds the tree, counts elements, and notes where chosen elements' texts end.
+
+    ``located`` maps a path of local names below the root (``("Part", "Size")``)
+    to the byte offsets of ``</`` of each such element, in document order.
+    """
+
+    def __init__(self, max_elements: int, locate: Iterable[tuple[str, ...]] = ()) -> None:
+        self._builder = ET.TreeBuilder()
+        self._left = max_elements
+        self._path: list[str] = []
+        self._locate = frozenset(locate)
+        self.expat: Any = None
+        self.located: dict[tuple[str, ...], list[int]] = {}
+
+    def start(self, tag: str, attrib: dict[str, str]) -> ET.Element:
+        self._left -= 1
+        if self._left < 0:
+            raise _TooLarge
+        self._path.append(_local(tag))
+        return self._builder.start(tag, attrib)
+
+    def data(self, text: str) -> None:
+        self._builder.data(text)
+
+    def end(self, tag: str) -> ET.Element:
+        path = tuple(self._path[1:])
+        if path in self._locate:
+            self.located.setdefault(path, []).append(self.expat.CurrentByteIndex)
+        self._path.pop()
+        return self._builder.end(tag)
+
+    def close(self) -> ET.Element:
+        return self._builder.close()
+
+
+def _parse(document: bytes, target: _Target) -> ET.Element:
+    """Raises ``ValueError`` (malformed), ``_TooLarge`` or ``DefusedXmlException``."""
+    parser = DefusedXMLParser(target=target, forbid_dtd=True)
+    target.expat = parser.parser
+    try:
+        parser.feed(document)
+        root: ET.Element = parser.close()
+    except ET.ParseError as error:
+        raise ValueError(str(error)) from None
+    return root
+
+
+# --------------------------------------------------------------------------- Complete
+
+
+@dataclass(frozen=True)
+class CompletedPart:
+    number: int
+    etag: str
+
+
+def parse_complete_request(body: bytes) -> list[CompletedPart]:
+    """The parts list of a CompleteMultipartUpload body, validated as S3 does."""
+    if len(body) > MAX_COMPLETE_BODY:
+        raise S3Error("MalformedXML")
+    try:
+        root = _parse(body, _Target(_MAX_COMPLETE_ELEMENTS))
+    except (ValueError, _TooLarge, DefusedXmlException):
+        raise S3Error("MalformedXML") from None
+    if _local(root.tag) != "CompleteMultipartUpload" or (root.text or "").strip():
+        raise S3Error("MalformedXML")
+    parts: list[CompletedPart] = []
+    for element in root:
+        if _local(element.tag) != "Part" or (element.tail or "").strip():
+            raise S3Error("MalformedXML")
+        parts.append(_completed_part(element))
+    if not parts or len(parts) > MAX_PARTS:
+        raise S3Error("MalformedXML")
+    for previous, part in itertools.pairwise(parts):
+        if part.number <= previous.number:
+            raise S3Error("InvalidPartOrder")
+    return parts
+
+
+def _completed_part(element: ET.Element) -> CompletedPart:
+    fields: dict[str, str] = {}
+    if (element.text or "").strip():
+        raise S3Error("MalformedXML")
+    for child in element:
+        name = _local(child.tag)
+        if (
+            name not in ("PartNumber", "ETag", *_PART_CHECKSUMS)
+            or name in fields
+            or len(child)
+            or (child.tail or "").strip()
+        ):
+            raise S3Error("MalformedXML")
+        fields[name] = child.text or ""
+    if "PartNumber" not in fields or "ETag" not in fields:
+        raise S3Error("MalformedXML")
+    match = _DIGITS.fullmatch(fields["PartNumber"])
+    if match is None:
+        raise S3Error("MalformedXML")
+    return CompletedPart(part_number(match[1]), fields["ETag"].strip())
+
+
+def complete_request_xml(parts: Sequence[CompletedPart]) -> bytes:
+    """The CompleteMultipartUpload body the backend gets: numbers and ETags only
+    (the client's part checksums are of plaintext; the backend never saw them)."""
+    items = "".join(
+        f"<Part><PartNumber>{part.number}</PartNumber><ETag>{escape(part.etag)}</ETag></Part>"
+        for part in parts
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<CompleteMultipartUpload xmlns="{S3_NAMESPACE}">{items}</CompleteMultipartUpload>'
+    ).encode()
+
+
+# --------------------------------------------------------------------------- backend results
+
+
+def _parse_backend(
+    document: bytes, locate: Iterable[tuple[str, ...]] = ()
+) -> tuple[ET.Element, _Target]:
+    if len(document) > _MAX_BACKEND_DOCUMENT:
+        raise BackendDocumentError("the document is too large")
+    target = _Target(_MAX_BACKEND_ELEMENTS, locate)
+    try:
+        return _parse(document, target), target
+    except (ValueError, _TooLarge, DefusedXmlException) as error:
+        raise BackendDocumentError(f"not a readable document: {error!r}") from None
+
+
+def _child_text(element: ET.Element, name: str) -> str | None:
+    for child in element:
+        if _local(child.tag) == name:
+            return child.text or ""
+    return None
+
+
+def upload_id_of(document: bytes) -> str:
+    """The ``UploadId`` of an InitiateMultipartUpload result."""
+    root, _ = _parse_backend(document)
+    upload_id = _child_text(root, "UploadId")
+    if not upload_id:
+        raise BackendDocumentError("the result has no UploadId")
+    return upload_id.strip()
+
+
+@dataclass(frozen=True)
+class ListedPart:
+    number: int
+    etag: str
+    size: int
+
+
+@dataclass(frozen=True)
+class PartsPage:
+    parts: list[ListedPart]
+    next_marker: int | None  # None: this was the last page
+
+
+def _number(text: str | None, what: str) -> int:
+    match = _DIGITS.fullmatch(text or "")
+    if match is None:
+        raise BackendDocumentError(f"not a {what}: {text!r}")
+    return int(match[1])
+
+
+def parse_parts_page(document: bytes) -> PartsPage:
+    """One page of a backend's ListParts result."""
+    root, _ = _parse_backend(document)
+    parts = [
+        ListedPart(
+            _number(_child_text(element, "PartNumber"), "part number"),
+            normalized_etag(_child_text(element, "ETag") or ""),
+            _number(_child_text(element, "Size"), "part size"),
+        )
+        for element in root
+        if _local(element.tag) == "Part"
+    ]
+    truncated = (_child_text(root, "IsTruncated") or "").strip().lower() == "true"
+    if not truncated:
+        return PartsPage(parts, None)
+    marker = _number(_child_text(root, "NextPartNumberMarker"), "part number marker")
+    if parts and marker < parts[-1].number:
+        raise BackendDocumentError("the part number marker goes backwards")
+    return PartsPage(parts, marker)
+
+
+def rewrite_texts(
+    document: bytes, replacements: dict[tuple[str, ...], Callable[[str], str]]
+) -> bytes:
+    """``document`` with the text of every element at each path (local names below
+    the root, e.g. ``("Part", "Size")``) replaced by ``replace(old text)``."""
+    root, target = _parse_backend(document, replacements)
+    edits: list[tuple[int, int, bytes]] = []
+    for path, replace in replacements.items():
+        elements = _elements_at(root, path)
+        ends = target.located.get(path, [])
+        if len(elements) != len(ends):
+            raise BackendDocumentError("cannot locate the texts to rewrite")
+        for element, end in zip(elements, ends, strict=True):
+            old = element.text or ""
+            raw = escape(old).encode("utf-8")
+            start = end - len(raw)
+            # Entity references or CDATA would make the raw bytes differ from the text.
+            if start < 1 or document[start - 1 : end] != b">" + raw:
+                raise BackendDocumentError(f"cannot locate the text {old!r} in the document")
+            edits.append((start, end, escape(replace(old)).encode("utf-8")))
+    edits.sort()
+    pieces: list[bytes] = []
+    position = 0
+    for start, end, text in edits:
+        pieces += (document[position:start], text)
+        position = end
+    pieces.append(document[position:])
+    return b"".join(pieces)
+
+
+def _elements_at(root: ET.Element, path: tuple[str, ...]) -> list[ET.Element]:
+    found = [root]
+    for name in path:
+        found = [child for element in found for child in element if _local(child.tag) == name]
+    return found

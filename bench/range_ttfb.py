@@ -1,0 +1,418 @@
+"""Time to first byte of a 1 MiB range: gateway (encrypted) vs. a plain mitmproxy.
+
+Starts ``rclone serve s3`` on loopback, a plain ``mitmdump --mode reverse:``
+in front of it with no addons (the passthrough: what mitmproxy itself costs)
+and the gateway. Stores one large object twice, unencrypted directly on the
+backend and encrypted through the gateway, then GETs the same 1 MiB range from
+the middle of it through both, interleaved, and reports median and p90 of the
+time to the first body byte and of the total time, and the gateway/passthrough
+ratios (target: median TTFB ratio < 1.05).
+
+How many bytes the gateway fetches from the backend for that range is
+measured, not computed: a second gateway reads through another plain mitmdump
+that records every backend response (``-w``); the Content-Length of those
+responses is what crossed the wire. Target: at most two chunks of over-read.
+
+Usage, from the repository root with the test extras installed::
+
+    python -m bench.range_ttfb [--object-mib 1024] [--repetitions 100]
+
+Prints a summary and writes bench/results/range_ttfb.json. Not a test: the
+numbers depend on the machine and on whatever else runs on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import mitmproxy.version
+from mitmproxy import http as mitm_http
+from mitmproxy import io as flow_io
+
+from crypto.format import TAG_LENGTH
+from tests.harness import (
+    CHUNK_SIZE,
+    GATEWAY_USER,
+    Backend,
+    Credentials,
+    ManagedProcess,
+    child_env,
+    find_executable,
+    make_bucket,
+    start_gateway,
+    start_rclone,
+    wait_until,
+)
+from tests.rawclient import sign, signed_request
+
+KIB = 1024
+MIB = 1024 * KIB
+RANGE_LENGTH = 1 * MIB
+STRIDE = CHUNK_SIZE + TAG_LENGTH
+# Production settings (see addons/cli.py) for every proxy, so the two paths differ
+# only in the addons: no per-flow console output, upstream connected on demand.
+QUIET = ["--set", "flow_detail=0", "--set", "connection_strategy=lazy"]
+_LISTENING = re.compile(r"listening at (?:\[[^\]]+\]|[^\s:]+):(\d+)")
+RESULTS = Path(__file__).resolve().parent / "results" / "range_ttfb.json"
+
+
+# --------------------------------------------------------------------------- processes
+
+
+@dataclass
+class Proxy:
+    """A plain ``mitmdump --mode reverse:`` with no addons."""
+
+    process: ManagedProcess
+    url: str
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def start_passthrough(name: str, upstream: str, work_dir: Path, extra: list[str]) -> Proxy:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    found = threading.Event()
+    ports: list[int] = []
+
+    def on_line(line: str) -> None:
+        match = _LISTENING.search(line)
+        if match and not found.is_set():
+            ports.append(int(match[1]))
+            found.set()
+
+    argv = [
+        find_executable("mitmdump"),
+        "--mode",
+        f"reverse:{upstream}",
+        "--listen-host",
+        "127.0.0.1",
+        "-p",
+        "0",
+        "--set",
+        f"confdir={work_dir / 'mitmproxy'}",
+        # Clients sign the Host header they send; the backend must see it unchanged.
+        "--set",
+        "keep_host_header=true",
+        # Forward bodies as they arrive instead of buffering them, as the gateway does.
+        "--set",
+        "stream_large_bodies=1",
+        *QUIET,
+        *extra,
+    ]
+    process = ManagedProcess(name, argv, work_dir / f"{name}.log", env=child_env(), on_line=on_line)
+
+    def listening() -> bool:
+        process.check_alive()
+        return found.wait(0.05)
+
+    try:
+        wait_until(listening, 30, interval=0, what=f"{name} listening")
+    except BaseException:
+        process.stop()
+        raise
+    return Proxy(process, f"http://127.0.0.1:{ports[0]}")
+
+
+# --------------------------------------------------------------------------- requests
+
+
+@dataclass(frozen=True)
+class Sample:
+    ttfb: float  # request sent -> first body byte received
+    headers: float  # request sent -> status line and headers parsed
+    total: float  # request sent -> last body byte received
+
+
+class Target:
+    """One endpoint read over a persistent connection (as SDK clients do)."""
+
+    def __init__(self, name: str, url: str, credentials: Credentials, path: str) -> None:
+        self.name = name
+        self.url = url
+        self.credentials = credentials
+        self.path = path
+        self._connection: http.client.HTTPConnection | None = None
+
+    def get(self, range_header: str) -> tuple[Sample, bytes, dict[str, str]]:
+        full_url = self.url + self.path
+        headers = sign("GET", full_url, self.credentials, headers=[("Range", range_header)])
+        if self._connection is None:
+            parts = urlsplit(self.url)
+            assert parts.hostname is not None and parts.port is not None
+            self._connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+            self._connection.connect()
+        connection = self._connection
+        start = time.perf_counter()
+        connection.putrequest("GET", self.path, skip_host=True, skip_accept_encoding=True)
+        for name, value in headers.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        response = connection.getresponse()
+        got_headers = time.perf_counter()
+        first = response.read(1)
+        got_first = time.perf_counter()
+        rest = response.read()
+        done = time.perf_counter()
+        response_headers = {name.lower(): value for name, value in response.getheaders()}
+        if response.will_close:
+            self.close()
+        return (
+            Sample(got_first - start, got_headers - start, done - start),
+            first + rest,
+            response_headers,
+        )
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+# --------------------------------------------------------------------------- data
+
+
+def pattern_object(size: int) -> bytes:
+    """``size`` bytes: one random 1 MiB block repeated, each copy prefixed by its index."""
+    block = bytearray(os.urandom(MIB))
+    data = bytearray(size)
+    for offset in range(0, size, MIB):
+        piece = block[: min(MIB, size - offset)]
+        piece[:8] = (offset // MIB).to_bytes(8, "big")
+        data[offset : offset + len(piece)] = piece
+    return bytes(data)
+
+
+def put_object(endpoint: str, credentials: Credentials, path: str, body: bytes) -> float:
+    start = time.perf_counter()
+    response = signed_request(endpoint, credentials, "PUT", path, body=body)
+    if response.status != 200:
+        raise RuntimeError(f"PUT {endpoint}{path}: {response.status} {response.body[:300]!r}")
+    return time.perf_counter() - start
+
+
+def fetched_from_backend(flows_path: Path, object_path: str) -> list[dict[str, Any]]:
+    """The ranged GETs the counting proxy saw: the Range sent and the bytes received."""
+    seen = []
+    with open(flows_path, "rb") as flows:
+        for flow in flow_io.FlowReader(flows).stream():
+            if not isinstance(flow, mitm_http.HTTPFlow) or flow.response is None:
+                continue
+            request = flow.request
+            if request.method != "GET" or request.path.split("?")[0] != object_path:
+                continue
+            seen.append(
+                {
+                    "backend_range": request.headers.get("range"),
+                    "status": flow.response.status_code,
+                    "content_range": flow.response.headers.get("content-range"),
+                    "bytes": int(flow.response.headers["content-length"]),
+                }
+            )
+    return seen
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def summarize(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {
+        "median_ms": statistics.median(ordered) * 1000,
+        "p90_ms": statistics.quantiles(ordered, n=10, method="inclusive")[8] * 1000,
+        "mean_ms": statistics.fmean(ordered) * 1000,
+        "min_ms": ordered[0] * 1000,
+        "max_ms": ordered[-1] * 1000,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--object-mib", type=int, default=1024, help="object size in MiB")
+    parser.add_argument("--repetitions", type=int, default=100, help="timed GETs per path")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed GETs per path first")
+    parser.add_argument("--counted", type=int, default=5, help="GETs through the byte counter")
+    parser.add_argument("--json", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    size = args.object_mib * MIB
+    # Mid-object and not chunk-aligned, so both ends of the range fall inside chunks.
+    first = size // 2 + 12345
+    last = first + RANGE_LENGTH - 1
+    range_header = f"bytes={first}-{last}"
+    load_before = os.getloadavg()
+    run_started = time.perf_counter()
+
+    work = Path(tempfile.mkdtemp(prefix="range-ttfb-"))
+    stoppable: list[Any] = []
+    try:
+        backend = start_rclone(work / "rclone", work / "rclone" / "data")
+        stoppable.append(backend)
+        gateway = start_gateway(backend, work / "gateway", extra_args=QUIET)
+        stoppable.append(gateway)
+        passthrough = start_passthrough("passthrough", backend.endpoint_url, work / "pass", [])
+        stoppable.append(passthrough)
+        flows_path = work / "counter" / "backend.flows"
+        counter = start_passthrough(
+            "counter", backend.endpoint_url, work / "counter", ["-w", str(flows_path)]
+        )
+        stoppable.append(counter)
+        counted_gateway = start_gateway(
+            Backend(
+                name="rclone-counted",
+                endpoint_url=counter.url,
+                access_key_id=backend.access_key_id,
+                secret_access_key=backend.secret_access_key,
+                process=counter.process,
+            ),
+            work / "gateway-counted",
+            extra_args=QUIET,
+        )
+        stoppable.append(counted_gateway)
+
+        bucket = make_bucket(backend, prefix="bench")
+        plain_path, encrypted_path = f"/{bucket}/plain", f"/{bucket}/encrypted"
+        print(f"building a {args.object_mib} MiB object ...", flush=True)
+        data = pattern_object(size)
+        put_plain = put_object(backend.endpoint_url, backend.credentials, plain_path, data)
+        print(f"  stored unencrypted on the backend in {put_plain:.1f} s", flush=True)
+        put_encrypted = put_object(gateway.url, GATEWAY_USER, encrypted_path, data)
+        print(f"  stored encrypted through the gateway in {put_encrypted:.1f} s", flush=True)
+        expected = data[first : last + 1]
+        del data
+
+        targets = {
+            "passthrough": Target("passthrough", passthrough.url, backend.credentials, plain_path),
+            "gateway": Target("gateway", gateway.url, GATEWAY_USER, encrypted_path),
+        }
+
+        def checked_get(target: Target) -> Sample:
+            sample, body, headers = target.get(range_header)
+            if body != expected or headers.get("content-range") != f"bytes {first}-{last}/{size}":
+                raise RuntimeError(f"{target.name}: wrong answer {headers}")
+            return sample
+
+        for _ in range(args.warmup):
+            for target in targets.values():
+                checked_get(target)
+        samples: dict[str, list[Sample]] = {name: [] for name in targets}
+        for index in range(args.repetitions):
+            order = list(targets.values())
+            if index % 2:
+                order.reverse()  # alternate who goes first
+            for target in order:
+                samples[target.name].append(checked_get(target))
+        for target in targets.values():
+            target.close()
+
+        counted = Target("counted", counted_gateway.url, GATEWAY_USER, encrypted_path)
+        for _ in range(args.counted):
+            checked_get(counted)
+        counted.close()
+        counted_gateway.stop()
+        counter.stop()  # flushes the flow file
+        backend_reads = fetched_from_backend(flows_path, encrypted_path)
+    finally:
+        for process in reversed(stoppable):
+            process.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    if len(backend_reads) != args.counted:
+        raise RuntimeError(f"expected {args.counted} backend GETs, saw {backend_reads}")
+    fetched = max(read["bytes"] for read in backend_reads)
+    over_read = fetched - RANGE_LENGTH
+    stats = {
+        name: {
+            "ttfb": summarize([s.ttfb for s in values]),
+            "headers": summarize([s.headers for s in values]),
+            "total": summarize([s.total for s in values]),
+        }
+        for name, values in samples.items()
+    }
+
+    def ratio(metric: str, stat: str) -> float:
+        gateway_value: float = stats["gateway"][metric][stat]
+        return gateway_value / stats["passthrough"][metric][stat]
+
+    ratios = {
+        "ttfb_median": ratio("ttfb", "median_ms"),
+        "ttfb_p90": ratio("ttfb", "p90_ms"),
+        "total_median": ratio("total", "median_ms"),
+        "total_p90": ratio("total", "p90_ms"),
+    }
+    result = {
+        "object_bytes": size,
+        "range": range_header,
+        "range_bytes": RANGE_LENGTH,
+        "chunk_size": CHUNK_SIZE,
+        "repetitions": args.repetitions,
+        "warmup": args.warmup,
+        "backend": "rclone serve s3 (local directory)",
+        "connections": "persistent, one per path; requests interleaved, order alternating",
+        "upload_seconds": {"unencrypted_direct": put_plain, "encrypted_gateway": put_encrypted},
+        "stats": stats,
+        "ratios_gateway_over_passthrough": ratios,
+        "backend_reads_for_gateway_range": backend_reads,
+        "backend_bytes_fetched": fetched,
+        "over_read_bytes": over_read,
+        "over_read_chunks": over_read / STRIDE,
+        "targets": {
+            "ttfb_median_ratio_below": 1.05,
+            "over_read_at_most_bytes": 2 * STRIDE,
+            "ttfb_met": ratios["ttfb_median"] < 1.05,
+            "over_read_met": over_read <= 2 * STRIDE,
+        },
+        "environment": {
+            "cpus": os.cpu_count(),
+            "load_average_before": load_before,
+            "load_average_after": os.getloadavg(),
+            "python": platform.python_version(),
+            "mitmproxy": mitmproxy.version.VERSION,
+            "machine": platform.machine(),
+            "run_seconds": time.perf_counter() - run_started,
+        },
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+    print(f"\n{range_header} of a {args.object_mib} MiB object, {args.repetitions} GETs per path")
+    print(f"{'':12} {'TTFB med':>9} {'p90':>8} {'total med':>10} {'p90':>8}   (ms)")
+    for name in ("passthrough", "gateway"):
+        s = stats[name]
+        print(
+            f"{name:12} {s['ttfb']['median_ms']:9.2f} {s['ttfb']['p90_ms']:8.2f}"
+            f" {s['total']['median_ms']:10.2f} {s['total']['p90_ms']:8.2f}"
+        )
+    print(
+        f"gateway/passthrough: TTFB median {ratios['ttfb_median']:.3f}, p90"
+        f" {ratios['ttfb_p90']:.3f}; total median {ratios['total_median']:.3f}, p90"
+        f" {ratios['total_p90']:.3f} (target TTFB median < 1.05)"
+    )
+    print(
+        f"backend bytes for the gateway's range: {fetched} ({backend_reads[0]['backend_range']}),"
+        f" over-read {over_read} = {over_read / STRIDE:.2f} chunks (target <= 2)"
+    )
+    print(f"results: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
