@@ -23,13 +23,27 @@ class RequestContext:
         operation = classify(
             request.method, request.path, request.headers, host, self._config.current().base_domain
         )
-        attach(flow, FlowState(new_request_id(), operation))
+        state = FlowState(new_request_id(), operation)
+        state.client_target = request.path
+        state.client_headers = http.Headers(request.headers.fields)  # fields: immutable
+        length = request.headers.get("content-length", "")
+        state.request_length = int(length) if length.isdigit() else None
+        attach(flow, state)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         state = state_of(flow)
         if state is not None and flow.response is not None:
-            flow.response.headers[REQUEST_ID_HEADER] = state.request_id
+            if state.backend_status is None and state.error is None:
+                # Addons answer only with errors; this is the backend's answer, untranslated.
+                state.backend_status = flow.response.status_code
+            self._add_request_id(flow)
 
     def response(self, flow: http.HTTPFlow) -> None:
         # Responses made by addons skip responseheaders.
-        self.responseheaders(flow)
+        self._add_request_id(flow)
+
+    @staticmethod
+    def _add_request_id(flow: http.HTTPFlow) -> None:
+        state = state_of(flow)
+        if state is not None and flow.response is not None:
+            flow.response.headers[REQUEST_ID_HEADER] = state.request_id

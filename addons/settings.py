@@ -67,6 +67,26 @@ class Backend:
 
 
 @dataclass(frozen=True)
+class Observability:
+    """Metrics, access log and tracing (docs/OBSERVABILITY.md).
+
+    Each has a mitmproxy ``gw_*`` option too, which wins when it is set.
+    """
+
+    metrics_port: int = 0  # 0: no metrics endpoint
+    metrics_host: str = ""  # "": the gateway's listen host
+    metrics_buckets: tuple[str, ...] = ()  # buckets that get their own label value
+    access_log: str = ""  # "": off, "-": stdout, "stderr", or a file path
+    access_log_format: str = "json"
+    access_log_headers: tuple[str, ...] = ()  # request headers added to JSON lines
+    redact_headers: tuple[str, ...] = ()  # in addition to the built-in list
+    redact_object_keys: bool = False  # keep object keys out of logs and traces
+    tracing_exporter: str = ""  # "": tracing off
+    tracing_endpoint: str = ""
+    tracing_sample_ratio: float = 1.0
+
+
+@dataclass(frozen=True)
 class Settings:
     backend: Backend
     credentials: Mapping[str, str]
@@ -82,6 +102,7 @@ class Settings:
     max_buffered_body: int = 8 * 1024 * 1024
     listen_host: str = "127.0.0.1"
     listen_port: int = 8080
+    observability: Observability = field(default_factory=Observability)
 
 
 def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -205,7 +226,39 @@ def parse_settings(tree: Mapping[str, Any]) -> Settings:
         max_buffered_body=int(tree.get("max_buffered_body", 8 * 1024 * 1024)),
         listen_host=str(listen.get("host", "127.0.0.1")),
         listen_port=int(listen.get("port", 8080)),
+        observability=_observability(tree.get("observability") or {}),
     )
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    """A list of names from YAML (a list) or the environment (comma-separated)."""
+    items = value.split(",") if isinstance(value, str) else list(value or ())
+    return tuple(str(item).strip() for item in items if str(item).strip())
+
+
+def _observability(tree: Mapping[str, Any]) -> Observability:
+    where = "observability."
+    try:
+        observability = Observability(
+            metrics_port=int(tree.get("metrics_port", 0)),
+            metrics_host=str(tree.get("metrics_host") or ""),
+            metrics_buckets=_names(tree.get("metrics_buckets")),
+            access_log=str(tree.get("access_log") or ""),
+            access_log_format=str(tree.get("access_log_format") or "json"),
+            access_log_headers=_names(tree.get("access_log_headers")),
+            redact_headers=_names(tree.get("redact_headers")),
+            redact_object_keys=_bool(tree.get("redact_object_keys", False)),
+            tracing_exporter=str(tree.get("tracing_exporter") or ""),
+            tracing_endpoint=str(tree.get("tracing_endpoint") or ""),
+            tracing_sample_ratio=float(tree.get("tracing_sample_ratio", 1.0)),
+        )
+    except (TypeError, ValueError) as error:
+        raise SettingsError(f"observability: {error}") from None
+    if not 0 <= observability.metrics_port <= 65535:
+        raise SettingsError(f"{where}metrics_port must be 0..65535")
+    if not 0.0 <= observability.tracing_sample_ratio <= 1.0:
+        raise SettingsError(f"{where}tracing_sample_ratio must be between 0 and 1")
+    return observability
 
 
 def _bool(value: Any) -> bool:

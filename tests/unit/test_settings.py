@@ -83,3 +83,34 @@ def test_invalid_settings_name_the_problem(change: dict[str, object], message: s
             tree[key] = value
     with pytest.raises(SettingsError, match=message):
         parse_settings(tree)
+
+
+def test_observability_settings_from_yaml_and_environment(tmp_path: Path) -> None:
+    tree = {**_minimal(), "observability": {"metrics_port": 9090, "redact_headers": ["x-a"]}}
+    config = tmp_path / "gateway.yaml"
+    config.write_text(yaml.safe_dump(tree))
+    settings = load_settings(
+        str(config),
+        environ={
+            "S3GW_OBSERVABILITY__METRICS_BUCKETS": "public, shared",
+            "S3GW_OBSERVABILITY__REDACT_OBJECT_KEYS": "true",
+            "S3GW_OBSERVABILITY__TRACING_SAMPLE_RATIO": "0.25",
+        },
+    )
+    observability = settings.observability
+    assert observability.metrics_port == 9090
+    assert observability.metrics_buckets == ("public", "shared")
+    assert observability.redact_headers == ("x-a",)
+    assert observability.redact_object_keys is True
+    assert observability.tracing_sample_ratio == 0.25
+    assert observability.access_log == "" and observability.tracing_exporter == ""
+    assert parse_settings(_minimal()).observability.metrics_port == 0
+
+
+@pytest.mark.parametrize(
+    "observability",
+    [{"metrics_port": 70000}, {"metrics_port": "x"}, {"tracing_sample_ratio": 1.5}],
+)
+def test_invalid_observability_settings(observability: dict[str, object]) -> None:
+    with pytest.raises(SettingsError, match="observability"):
+        parse_settings({**_minimal(), "observability": observability})
