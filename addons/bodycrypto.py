@@ -19,7 +19,14 @@ from addons.bodycheck import UploadChecks
 from addons.flowstate import FlowState, abort_connections, error_body_response, state_of
 from addons.s3.errors import S3Error
 from addons.transforms import ReplaceBodyTransform, UploadTransform
-from crypto import CryptoError, Envelope, FrameEncryptor, LengthMismatch, UnknownKeyId
+from crypto import (
+    CryptoError,
+    Envelope,
+    FrameEncryptor,
+    LengthMismatch,
+    RangeRequest,
+    UnknownKeyId,
+)
 from crypto.profiles import ProviderProfile, metadata_budget
 
 log = logging.getLogger("s3gw")
@@ -194,3 +201,18 @@ def crypto_error(error: CryptoError) -> S3Error:
     else:
         message = "The object could not be decrypted by the gateway."
     return S3Error("InternalError", message)
+
+
+def if_range_refused(flow: http.HTTPFlow, requested: RangeRequest | None) -> bool:
+    """Whether the backend served a whole object because ``If-Range`` did not match.
+
+    A 200 that carries a Content-Range is still a range (rclone answers that way).
+    """
+    response = flow.response
+    return (
+        requested is not None
+        and response is not None
+        and response.status_code == 200
+        and "if-range" in flow.request.headers
+        and "content-range" not in response.headers
+    )

@@ -32,6 +32,7 @@ from addons.bodycrypto import (
     crypto_error,
     drop_checksum_headers,
     headers_window,
+    if_range_refused,
 )
 from addons.config import Config
 from addons.flowstate import FlowState, error_body_response, state_of
@@ -130,12 +131,7 @@ class MultipartReads:
             response.headers["content-length"] = str(size)
             return
         requested: RangeRequest | None = state.range_request
-        if_range_failed = (  # a 200 with a Content-Range is a range (rclone's answer)
-            requested is not None
-            and response.status_code == 200
-            and "if-range" in flow.request.headers
-            and "content-range" not in response.headers
-        )
+        if_range_failed = if_range_refused(flow, requested)
         if requested is None or if_range_failed:
             await self._serve_whole(flow, envelope, stored, window)
         else:

@@ -28,6 +28,7 @@ from addons.bodycrypto import (
     crypto_error,
     drop_checksum_headers,
     encrypt_request_body,
+    if_range_refused,
     reject_reserved_metadata,
 )
 from addons.config import Config
@@ -287,12 +288,7 @@ class ObjectCrypto:
         data_key = envelope.open(settings.keyring)
         on_error = partial(abort_stream, flow)
         requested: RangeRequest | None = state.range_request
-        if_range_failed = (  # a 200 with a Content-Range is a range (rclone's answer)
-            requested is not None
-            and response.status_code == 200
-            and "if-range" in flow.request.headers
-            and "content-range" not in response.headers
-        )
+        if_range_failed = if_range_refused(flow, requested)
         if requested is None or if_range_failed:
             if window.first != 0 or window.last != window.total - 1:
                 raise S3Error("InternalError", "The storage backend sent a partial object.")

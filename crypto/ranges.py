@@ -71,8 +71,32 @@ def content_range_unsatisfied(size: int) -> str:
     return f"bytes */{size}"
 
 
+class _PlannedWindow:
+    """Answer-side figures shared by the range plans."""
+
+    first: int
+    last: int
+    ciphertext_first: int
+    ciphertext_last: int
+
+    def _total(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def length(self) -> int:
+        return self.last - self.first + 1
+
+    @property
+    def ciphertext_length(self) -> int:
+        return self.ciphertext_last - self.ciphertext_first + 1
+
+    @property
+    def content_range(self) -> str:
+        return f"bytes {self.first}-{self.last}/{self._total()}"
+
+
 @dataclass(frozen=True)
-class RangePlan:
+class RangePlan(_PlannedWindow):
     """How to serve plaintext bytes ``first..last`` of a single-frame object."""
 
     first: int
@@ -85,17 +109,8 @@ class RangePlan:
     ciphertext_last: int
     skip: int
 
-    @property
-    def length(self) -> int:
-        return self.last - self.first + 1
-
-    @property
-    def ciphertext_length(self) -> int:
-        return self.ciphertext_last - self.ciphertext_first + 1
-
-    @property
-    def content_range(self) -> str:
-        return f"bytes {self.first}-{self.last}/{self.object_size}"
+    def _total(self) -> int:
+        return self.object_size
 
     @property
     def backend_range(self) -> str:
@@ -125,7 +140,7 @@ def plan_range(first: int, last: int, object_size: int, chunk_size: int) -> Rang
 
 
 @dataclass(frozen=True)
-class PartsRangePlan:
+class PartsRangePlan(_PlannedWindow):
     """How to serve plaintext bytes ``first..last`` of a multipart object.
 
     The ciphertext slice starts at chunk ``first_chunk`` of the frame of part
@@ -145,17 +160,8 @@ class PartsRangePlan:
     ciphertext_last: int
     skip: int
 
-    @property
-    def length(self) -> int:
-        return self.last - self.first + 1
-
-    @property
-    def ciphertext_length(self) -> int:
-        return self.ciphertext_last - self.ciphertext_first + 1
-
-    @property
-    def content_range(self) -> str:
-        return f"bytes {self.first}-{self.last}/{self.layout.object_size}"
+    def _total(self) -> int:
+        return self.layout.object_size
 
     @property
     def first_header_offset(self) -> int:
