@@ -24,6 +24,7 @@ from crypto import (
     Envelope,
     FrameEncryptor,
     LengthMismatch,
+    RangeNotSatisfiable,
     RangeRequest,
     UnknownKeyId,
 )
@@ -193,6 +194,31 @@ def answer_unsatisfiable(flow: http.HTTPFlow, state: FlowState, size: int) -> No
     body = error_body_response(flow, error)
     response.headers["content-range"] = f"bytes */{size}"
     response.stream = ReplaceBodyTransform(body)
+
+
+def answer_head_range(flow: http.HTTPFlow, state: FlowState, size: int) -> None:
+    """Apply the client's Range to a HEAD answer for an object of ``size`` plaintext bytes.
+
+    The Range is never sent to the backend for HEAD (it would apply to the
+    ciphertext); S3 answers 206 with the range's length, or 416.
+    """
+    response = flow.response
+    requested = state.range_request
+    if response is None or requested is None:
+        return
+    try:
+        first, last = requested.resolve(size)
+    except RangeNotSatisfiable:
+        response.status_code = 416
+        response.reason = ""
+        response.headers["content-range"] = f"bytes */{size}"
+        response.headers["content-length"] = "0"
+        response.headers["x-amz-error-code"] = "InvalidRange"
+        return
+    response.status_code = 206
+    response.reason = ""
+    response.headers["content-range"] = f"bytes {first}-{last}/{size}"
+    response.headers["content-length"] = str(last - first + 1)
 
 
 def crypto_error(error: CryptoError) -> S3Error:

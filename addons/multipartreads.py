@@ -26,6 +26,7 @@ from addons.bodycrypto import (
     ENVELOPE_HEADER,
     ByteWindow,
     abort_stream,
+    answer_head_range,
     answer_unsatisfiable,
     backend_window,
     check_covers,
@@ -129,6 +130,7 @@ class MultipartReads:
         if head:
             _, size = await stored.shape(window.total)
             response.headers["content-length"] = str(size)
+            answer_head_range(flow, state, size)
             return
         requested: RangeRequest | None = state.range_request
         if_range_failed = if_range_refused(flow, requested)

@@ -10,6 +10,8 @@ sizes, ranges and headers are translated back to the plaintext view.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from functools import partial
 from urllib.parse import quote, unquote
 
@@ -22,6 +24,7 @@ from addons.bodycrypto import (
     ENVELOPE_HEADER,
     abort_stream,
     add_envelope,
+    answer_head_range,
     answer_unsatisfiable,
     backend_window,
     check_covers,
@@ -96,6 +99,10 @@ class ObjectCrypto:
                 await self._begin_copy(flow, self._config.current())
             elif action is Action.DECRYPT_DOWNLOAD:
                 await self._begin_download(flow, state, self._config.current())
+            elif action is Action.HEAD_OBJECT:
+                # A Range on HEAD is answered from the plaintext size, never forwarded.
+                state.range_header = flow.request.headers.pop("range", "")
+                state.range_request = parse_range(state.range_header)
         except S3Error as error:
             refuse(flow, error)
 
@@ -170,6 +177,14 @@ class ObjectCrypto:
             # (a multi-range answer over ciphertext would be garbage).
             flow.request.headers.pop("range", None)
             return
+        if "if-range" in flow.request.headers and not await _if_range_holds(flow, settings):
+            # S3 serves the whole object when If-Range does not match; backends
+            # that ignore If-Range would serve the range instead.
+            for name in ("range", "if-range"):
+                flow.request.headers.pop(name, None)
+            state.range_request = None
+            return
+        flow.request.headers.pop("if-range", None)
         chunk_size = settings.chunk_size
         if requested.start is None:
             # A suffix range needs the object's size: an enlarged suffix could pass the
@@ -188,7 +203,9 @@ class ObjectCrypto:
                     # Fetch a range the backend has; the answer becomes the 416.
                     first, last = 0, 0
                 requested = RangeRequest(first, last)
-        flow.request.headers["range"] = covering_range(requested, chunk_size)
+        flow.request.headers["range"] = covering_range(
+            requested, chunk_size, plaintext_possible=settings.allow_plaintext_reads
+        )
 
     # -- responses ----------------------------------------------------------
 
@@ -242,6 +259,9 @@ class ObjectCrypto:
         response.headers[ENCRYPTION_HEADER] = "none"
         state.encryption = "none"
         if state.operation.action is Action.HEAD_OBJECT:
+            length = response.headers.get("content-length", "")
+            if length.isdigit():
+                answer_head_range(flow, state, int(length))
             return
         requested = state.range_request
         window = backend_window(response)
@@ -277,6 +297,7 @@ class ObjectCrypto:
         response.headers[ENCRYPTION_HEADER] = "s3g1"
         if state.operation.action is Action.HEAD_OBJECT:
             response.headers["content-length"] = str(size)
+            answer_head_range(flow, state, size)
             return
         window = backend_window(response)
         if window is None:
@@ -339,11 +360,15 @@ def _hide_envelope(response: http.Response, *, head: bool) -> None:
         del response.headers["content-length"]
 
 
-def covering_range(requested: RangeRequest, chunk_size: int) -> str:
+def covering_range(
+    requested: RangeRequest, chunk_size: int, *, plaintext_possible: bool = True
+) -> str:
     """A backend range covering ``requested`` whether the object is encrypted or not.
 
     Encrypted objects need whole chunks; unencrypted (legacy) objects need the
-    bytes as asked. Asking for the union serves both without a HEAD first.
+    bytes as asked. Asking for the union serves both without a HEAD first; when
+    unencrypted objects are not served (``plaintext_possible`` false) only the
+    chunks are fetched.
     Multipart objects have a frame header per part before a position, at most
     one per 5 MiB (the gateway's smallest part), so the end goes that much further.
     """
@@ -355,7 +380,9 @@ def covering_range(requested: RangeRequest, chunk_size: int) -> str:
         # The last frame's header may be in the suffix too.
         extra = HEADER_LENGTH + part_headers_before(plain)
         return f"bytes=-{plain + TAG_LENGTH * chunks + extra}"
-    start = min(requested.start, HEADER_LENGTH + (requested.start // chunk_size) * stride)
+    start = HEADER_LENGTH + (requested.start // chunk_size) * stride
+    if plaintext_possible:
+        start = min(requested.start, start)
     if requested.end is None:
         return f"bytes={start}-"
     end = HEADER_LENGTH + (requested.end // chunk_size + 1) * stride - 1
@@ -372,6 +399,26 @@ def copy_source_path(value: str) -> str:
         if item.startswith("versionId="):
             return f"{path}?{item}"
     return path
+
+
+async def _if_range_holds(flow: http.HTTPFlow, settings: Settings) -> bool:
+    """Evaluate ``If-Range`` against the stored object, as S3 does (one HEAD)."""
+    condition = flow.request.headers.get("if-range", "").strip()
+    status, headers = await head_object(settings.backend, object_path(flow))
+    if status != 200:
+        return True  # let the backend answer the GET (404, 403...)
+    if condition.startswith(('"', "W/")):
+        return bool(condition == headers.get("etag", ""))
+    since = parsedate_to_datetime_or_none(condition)
+    modified = parsedate_to_datetime_or_none(headers.get("last-modified", ""))
+    return since is not None and modified is not None and modified <= since
+
+
+def parsedate_to_datetime_or_none(value: str) -> datetime | None:
+    try:
+        return parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 async def _stored_size(flow: http.HTTPFlow, settings: Settings) -> tuple[int, int] | None:

@@ -232,13 +232,7 @@ BACKEND_DEVIATIONS: dict[tuple[str, str], str] = {
 
 # Where the gateway does not answer as S3 yet: expected failures (strict, so a fix
 # shows up as XPASS and the entry must go).
-_IF_RANGE_GAP = (
-    "the backend ignores If-Range and the gateway relies on it: a stale validator gets"
-    " the range (206) instead of the whole object (200)"
-)
 GATEWAY_GAPS: dict[tuple[str, str], str] = {
-    ("moto", "if-range-mismatch"): _IF_RANGE_GAP,
-    ("rclone", "if-range-mismatch"): _IF_RANGE_GAP,
     ("rclone", "part-number-1"): (
         "rclone ignores partNumber and answers 200 without Content-Range; the gateway"
         " passes that on instead of S3's 206 for part 1 of a single-part object"
@@ -382,11 +376,6 @@ def test_unencrypted_range_matches_s3(
 HEAD_RANGES = ["bytes=0-9", f"bytes={C - 5}-{C + 4}", "bytes=-10", "bytes=100-"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HeadObject forwards the client's plaintext Range to the encrypted object:"
-    " Content-Range names the ciphertext length (moto) or the range is dropped (rclone)",
-)
 @pytest.mark.parametrize("range_header", HEAD_RANGES)
 def test_head_with_range_matches_s3(
     backend: Backend,
