@@ -22,6 +22,10 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from addons.settings_schema import CONFIG_ENV as CONFIG_ENV
+from addons.settings_schema import ENV_PREFIX as ENV_PREFIX
+from addons.settings_schema import SettingsError as SettingsError
+from addons.settings_schema import is_known, normalize, value_of
 from crypto import (
     DEFAULT_CHUNK_SIZE,
     Algorithm,
@@ -33,13 +37,6 @@ from crypto import (
 )
 from crypto.format import chunk_size_log2
 
-ENV_PREFIX = "S3GW_"
-CONFIG_ENV = "S3GW_CONFIG"
-
-
-class SettingsError(ValueError):
-    """The configuration is invalid; the message names the offending key."""
-
 
 @dataclass(frozen=True)
 class Backend:
@@ -47,6 +44,7 @@ class Backend:
     region: str
     access_key_id: str
     secret_access_key: str
+    ca_bundle: str = ""  # PEM file of CAs trusted for an https backend ("": the system's)
 
     @property
     def scheme(self) -> str:
@@ -64,6 +62,22 @@ class Backend:
     @property
     def netloc(self) -> str:
         return urlsplit(self.url).netloc
+
+
+@dataclass(frozen=True)
+class Tls:
+    """The gateway's own certificate for TLS clients ("": mitmproxy's CA signs one)."""
+
+    certificate: str = ""  # PEM file: the certificate chain, leaf first
+    key: str = ""  # PEM file: its private key ("": in the certificate file)
+
+
+@dataclass(frozen=True)
+class Forward:
+    """Forward (and transparent) proxy mode: the backend is the host a request names."""
+
+    allowed_hosts: tuple[str, ...] = ()  # S3 host patterns, "*" wildcards: *.amazonaws.com
+    other_hosts: str = "refuse"  # other hosts: "refuse" (403) or "pass" (untouched)
 
 
 @dataclass(frozen=True)
@@ -103,6 +117,8 @@ class Settings:
     listen_host: str = "127.0.0.1"
     listen_port: int = 8080
     observability: Observability = field(default_factory=Observability)
+    tls: Tls = field(default_factory=Tls)
+    forward: Forward = field(default_factory=Forward)
 
 
 def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -115,12 +131,17 @@ def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, 
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The settings given as ``S3GW_*`` variables, as a tree.
+
+    Variables that name no setting are ignored: the prefix is shared with
+    command-line defaults such as ``S3GW_CONFIG``.
+    """
     tree: dict[str, Any] = {}
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
             continue
         path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
-        if not path:
+        if not path or not is_known(path):
             continue
         if path == ["credentials"]:
             pairs = [item.split(":", 1) for item in value.split(",") if item.strip()]
@@ -156,118 +177,90 @@ def _resolve_files(node: Any, where: str = "") -> Any:
     return out
 
 
-def _require(tree: Mapping[str, Any], key: str, where: str) -> str:
-    value = tree.get(key)
-    if value is None or value == "":
-        raise SettingsError(f"{where}{key} is required")
-    return str(value)
-
-
-def _kek(key_id: str, spec: Any) -> bytes:
+def _kek(key_id: str, spec: Mapping[str, str]) -> bytes:
     where = f"keyring.keys.{key_id}"
-    if not isinstance(spec, Mapping):
-        raise SettingsError(f"{where} must be a mapping with base64 or passphrase+salt")
     try:
         if "base64" in spec:
-            return base64.b64decode(str(spec["base64"]), validate=True)
+            return base64.b64decode(spec["base64"], validate=True)
         if "passphrase" in spec:
-            salt = base64.b64decode(_require(spec, "salt", where + "."), validate=True)
-            return kek_from_passphrase(str(spec["passphrase"]), salt)
+            if not spec.get("salt"):
+                raise SettingsError(f"{where}.salt is required")
+            return kek_from_passphrase(
+                spec["passphrase"], base64.b64decode(spec["salt"], validate=True)
+            )
     except (binascii.Error, ValueError) as error:
         raise SettingsError(f"{where}: {error}") from None
     raise SettingsError(f"{where} needs base64 (32 bytes) or passphrase + salt (base64)")
 
 
-def parse_settings(tree: Mapping[str, Any]) -> Settings:
-    tree = _resolve_files(dict(tree))
-    backend_tree = tree.get("backend") or {}
+@dataclass(frozen=True)
+class LoadedConfig:
+    """Settings and the normalized tree they were made from (to compare on reload)."""
+
+    settings: Settings
+    tree: Mapping[str, Any]
+
+
+def parse_config(tree: Mapping[str, Any]) -> LoadedConfig:
+    """Validate a configuration tree (see addons/settings_schema.py) and build Settings."""
+    tree = normalize(_resolve_files(dict(tree)))
+
+    def get(path: str) -> Any:
+        return value_of(tree, path)
+
     backend = Backend(
-        url=_require(backend_tree, "url", "backend.").rstrip("/"),
-        region=str(backend_tree.get("region") or "us-east-1"),
-        access_key_id=_require(backend_tree, "access_key_id", "backend."),
-        secret_access_key=_require(backend_tree, "secret_access_key", "backend."),
+        url=get("backend.url").rstrip("/"),
+        region=get("backend.region") or "us-east-1",
+        access_key_id=get("backend.access_key_id"),
+        secret_access_key=get("backend.secret_access_key"),
+        ca_bundle=get("backend.ca_bundle"),
     )
     if backend.scheme not in ("http", "https") or not backend.host:
-        raise SettingsError("backend.url must be an http(s) URL")
-    credentials: dict[str, str] = {}
-    for i, entry in enumerate(tree.get("credentials") or []):
-        where = f"credentials[{i}]."
-        credentials[_require(entry, "access_key_id", where)] = _require(
-            entry, "secret_access_key", where
-        )
-    if not credentials:
-        raise SettingsError("credentials: at least one client access key is required")
-    keyring_tree = tree.get("keyring") or {}
-    keys = keyring_tree.get("keys") or {}
-    if not keys:
-        raise SettingsError("keyring.keys: at least one key is required")
-    encryption = tree.get("encryption") or {}
-    listen = tree.get("listen") or {}
+        raise SettingsError(f"backend.url: {backend.url!r} is invalid; expected an http(s) URL")
+    credentials = {c["access_key_id"]: c["secret_access_key"] for c in get("credentials")}
     try:
         keyring = StaticKeyring(
-            {str(kid): _kek(str(kid), spec) for kid, spec in keys.items()},
-            _require(keyring_tree, "active", "keyring."),
+            {kid: _kek(kid, spec) for kid, spec in get("keyring.keys").items()},
+            get("keyring.active"),
         )
-        algorithm = Algorithm.from_label(str(encryption.get("algorithm", "AES-256-GCM")))
-        chunk_size = int(encryption.get("chunk_size", DEFAULT_CHUNK_SIZE))
+        algorithm = Algorithm.from_label(get("encryption.algorithm"))
+        chunk_size = get("encryption.chunk_size")
         chunk_size_log2(chunk_size)
-        provider = get_profile(str(tree.get("provider", "generic")))
+        provider = get_profile(get("provider"))
     except (CryptoError, ValueError) as error:
         raise SettingsError(str(error)) from None
-    return Settings(
+    tls = Tls(certificate=get("tls.certificate"), key=get("tls.key"))
+    if tls.key and not tls.certificate:
+        raise SettingsError("tls.key needs tls.certificate")
+    settings = Settings(
         backend=backend,
         credentials=credentials,
         keyring=keyring,
         algorithm=algorithm,
         chunk_size=chunk_size,
         provider=provider,
-        allow_plaintext_reads=_bool(encryption.get("allow_plaintext_reads", True)),
-        base_domain=tree.get("base_domain") or None,
-        max_buffered_body=int(tree.get("max_buffered_body", 8 * 1024 * 1024)),
-        listen_host=str(listen.get("host", "127.0.0.1")),
-        listen_port=int(listen.get("port", 8080)),
-        observability=_observability(tree.get("observability") or {}),
+        allow_plaintext_reads=get("encryption.allow_plaintext_reads"),
+        base_domain=get("base_domain") or None,
+        max_buffered_body=get("max_buffered_body"),
+        listen_host=get("listen.host"),
+        listen_port=get("listen.port"),
+        observability=Observability(
+            **{name: get(f"observability.{name}") for name in Observability.__dataclass_fields__}
+        ),
+        tls=tls,
+        forward=Forward(
+            allowed_hosts=tuple(host.lower() for host in get("forward.allowed_hosts")),
+            other_hosts=get("forward.other_hosts"),
+        ),
     )
+    return LoadedConfig(settings, tree)
 
 
-def _names(value: Any) -> tuple[str, ...]:
-    """A list of names from YAML (a list) or the environment (comma-separated)."""
-    items = value.split(",") if isinstance(value, str) else list(value or ())
-    return tuple(str(item).strip() for item in items if str(item).strip())
+def parse_settings(tree: Mapping[str, Any]) -> Settings:
+    return parse_config(tree).settings
 
 
-def _observability(tree: Mapping[str, Any]) -> Observability:
-    where = "observability."
-    try:
-        observability = Observability(
-            metrics_port=int(tree.get("metrics_port", 0)),
-            metrics_host=str(tree.get("metrics_host") or ""),
-            metrics_buckets=_names(tree.get("metrics_buckets")),
-            access_log=str(tree.get("access_log") or ""),
-            access_log_format=str(tree.get("access_log_format") or "json"),
-            access_log_headers=_names(tree.get("access_log_headers")),
-            redact_headers=_names(tree.get("redact_headers")),
-            redact_object_keys=_bool(tree.get("redact_object_keys", False)),
-            tracing_exporter=str(tree.get("tracing_exporter") or ""),
-            tracing_endpoint=str(tree.get("tracing_endpoint") or ""),
-            tracing_sample_ratio=float(tree.get("tracing_sample_ratio", 1.0)),
-        )
-    except (TypeError, ValueError) as error:
-        raise SettingsError(f"observability: {error}") from None
-    if not 0 <= observability.metrics_port <= 65535:
-        raise SettingsError(f"{where}metrics_port must be 0..65535")
-    if not 0.0 <= observability.tracing_sample_ratio <= 1.0:
-        raise SettingsError(f"{where}tracing_sample_ratio must be between 0 and 1")
-    return observability
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
-
-
-def load_settings(path: str | None, environ: Mapping[str, str] | None = None) -> Settings:
+def load_config(path: str | None, environ: Mapping[str, str] | None = None) -> LoadedConfig:
     """Read the YAML file at ``path`` (may be None) and apply environment overrides."""
     environ = os.environ if environ is None else environ
     tree: dict[str, Any] = {}
@@ -279,4 +272,9 @@ def load_settings(path: str | None, environ: Mapping[str, str] | None = None) ->
         if loaded is not None and not isinstance(loaded, dict):
             raise SettingsError(f"{path}: the top level must be a mapping")
         tree = loaded or {}
-    return parse_settings(_deep_merge(tree, _env_overrides(environ)))
+    return parse_config(_deep_merge(tree, _env_overrides(environ)))
+
+
+def load_settings(path: str | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the YAML file at ``path`` (may be None) and apply environment overrides."""
+    return load_config(path, environ).settings

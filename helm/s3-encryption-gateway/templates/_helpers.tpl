@@ -65,5 +65,11 @@ the chart. Fails when a secret is written inline (it would land in a ConfigMap).
 {{- end }}
 {{- end }}
 {{- $_ := set $config "listen" (dict "host" "0.0.0.0" "port" 8080) }}
+{{- if .Values.metrics.enabled }}
+{{- $observability := default (dict) $config.observability }}
+{{- $_ := set $observability "metrics_port" (int .Values.metrics.port) }}
+{{- $_ := set $observability "metrics_host" "0.0.0.0" }}
+{{- $_ := set $config "observability" $observability }}
+{{- end }}
 {{- toYaml $config }}
 {{- end }}
