@@ -16,6 +16,11 @@ from addons.settings import Backend
 TIMEOUT = 30.0
 
 
+def ssl_context(backend: Backend) -> ssl.SSLContext:
+    """Verifies the backend like mitmproxy does: against ``backend.ca_bundle`` if set."""
+    return ssl.create_default_context(cafile=backend.ca_bundle or None)
+
+
 def _request_sync(
     backend: Backend, method: str, path: str, headers: Mapping[str, str], max_body: int
 ) -> tuple[int, http.Headers, bytes]:
@@ -24,7 +29,7 @@ def _request_sync(
     sign_for_backend(request, backend, EMPTY_SHA256)
     if backend.scheme == "https":
         conn: HTTPConnection = HTTPSConnection(
-            backend.host, backend.port, timeout=TIMEOUT, context=ssl.create_default_context()
+            backend.host, backend.port, timeout=TIMEOUT, context=ssl_context(backend)
         )
     else:
         conn = HTTPConnection(backend.host, backend.port, timeout=TIMEOUT)

@@ -2,6 +2,7 @@
 
 s3-encryption-gateway run --config gateway.yaml [extra mitmdump options]
 s3-encryption-gateway demo          # local S3 server + gateway, nothing to configure
+s3-encryption-gateway rewrap|verify|encrypt-existing --config gateway.yaml --bucket B
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import base64
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -19,19 +21,22 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 import addons
-from addons.settings import CONFIG_ENV, SettingsError, load_settings
+from addons.settings import CONFIG_ENV, Settings, SettingsError, load_settings
 
 GATEWAY_SCRIPT = Path(addons.__file__).with_name("gateway.py")
 DEMO_ACCESS_KEY = "DEMOACCESSKEY0000001"
 DEMO_SECRET_KEY = "demo-secret-key-change-me-0000000000000"
 
 
-def mitmdump_args(config_path: str, extra: list[str]) -> list[str]:
-    settings = load_settings(config_path)
+def mitmdump_args(
+    config_path: str, extra: list[str], settings: Settings | None = None
+) -> list[str]:
+    settings = settings or load_settings(config_path)
     return [
         "-s", str(GATEWAY_SCRIPT),
         "--mode", f"reverse:{settings.backend.url}",
@@ -47,16 +52,81 @@ def mitmdump_args(config_path: str, extra: list[str]) -> list[str]:
     ]  # fmt: skip
 
 
-def run(config_path: str, extra: list[str]) -> int:
+def run(config_path: str, extra: list[str], *, workers: int = 1, reuse_port: bool = False) -> int:
     from mitmproxy.tools.main import mitmdump
 
     try:
-        args = mitmdump_args(config_path, extra)
+        settings = load_settings(config_path)
     except SettingsError as error:
         print(f"s3-encryption-gateway: {error}", file=sys.stderr)
         return 2
-    mitmdump(args)
+    if workers > 1:
+        if settings.listen_port == 0:
+            print("s3-encryption-gateway: --workers needs a fixed listen.port", file=sys.stderr)
+            return 2
+        return supervise(config_path, extra, workers, settings.observability.metrics_port)
+    if reuse_port:
+        listen_with_reuse_port()
+    mitmdump(mitmdump_args(config_path, extra, settings))
     return 0
+
+
+def listen_with_reuse_port() -> None:
+    """Make this process's listening sockets set SO_REUSEPORT (Linux, BSD).
+
+    mitmproxy has no option for it: its proxy servers call ``asyncio.start_server``
+    with host and port only. With the flag set on every process bound to a port,
+    the kernel spreads new connections over them.
+    """
+    import asyncio
+
+    start_server = asyncio.start_server
+
+    async def start_server_reusing_port(*args: Any, **kwargs: Any) -> asyncio.Server:
+        kwargs.setdefault("reuse_port", True)
+        return await start_server(*args, **kwargs)
+
+    asyncio.start_server = start_server_reusing_port
+
+
+def supervise(config_path: str, extra: list[str], workers: int, metrics_port: int) -> int:
+    """Run ``workers`` gateway processes sharing the listen port (SO_REUSEPORT).
+
+    SIGTERM and SIGINT are passed on to every worker. When one worker exits, the
+    others are stopped and its exit code is returned, so a process manager
+    (Kubernetes, systemd) restarts the whole set. Worker ``i`` (from 0) serves
+    metrics on ``metrics_port + i`` when metrics are on.
+    """
+    children: list[subprocess.Popen[bytes]] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for index in range(workers):
+        own = ["--set", f"gw_metrics_port={metrics_port + index}"] if metrics_port else []
+        argv = [sys.executable, "-m", "addons.cli", "run", "--config", config_path]
+        argv += ["--workers", "1", "--reuse-port", *extra, *own]
+        children.append(subprocess.Popen(argv))
+        print(f"s3-encryption-gateway: worker {index} pid {children[-1].pid}", flush=True)
+    pid, status = os.wait()
+    code = os.waitstatus_to_exitcode(status)
+    code = code if code >= 0 else 128 - code  # killed by a signal: as a shell reports it
+    print(f"s3-encryption-gateway: worker pid {pid} exited ({code}); stopping", flush=True)
+    for child in children:
+        if child.pid != pid and child.poll() is None:
+            child.terminate()
+    for child in children:
+        if child.pid != pid:
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+    return code
 
 
 def _free_port() -> int:
@@ -169,6 +239,54 @@ def rewrap(args: argparse.Namespace) -> int:
     return 1 if result.failed else 0
 
 
+def _load(config_path: str | None) -> Settings | None:
+    try:
+        return load_settings(config_path)
+    except SettingsError as error:
+        print(f"s3-encryption-gateway: {error}", file=sys.stderr)
+        return None
+
+
+def verify(args: argparse.Namespace) -> int:
+    from addons.migrate import verify_bucket
+
+    settings = _load(args.config)
+    if settings is None:
+        return 2
+    result = verify_bucket(
+        settings,
+        args.bucket,
+        prefix=args.prefix,
+        start_after=args.start_after,
+        report=lambda line: print(line, flush=True),
+    )
+    return 1 if result.failed else 0
+
+
+def encrypt_existing(args: argparse.Namespace) -> int:
+    from addons.migrate import encrypt_existing as migrate
+
+    settings = _load(args.config)
+    if settings is None:
+        return 2
+    result = migrate(
+        settings,
+        args.bucket,
+        prefix=args.prefix,
+        start_after=args.start_after,
+        pause=args.pause,
+        report=lambda line: print(line, flush=True),
+    )
+    return 1 if result.failed else 0
+
+
+def _bucket_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=os.environ.get(CONFIG_ENV))
+    parser.add_argument("--bucket", required=True)
+    parser.add_argument("--prefix", default="")
+    parser.add_argument("--start-after", default="", help="resume after this key")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="s3-encryption-gateway",
@@ -182,24 +300,50 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get(CONFIG_ENV),
         help=f"YAML configuration (default: ${CONFIG_ENV})",
     )
+    run_parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("S3GW_WORKERS", "1")),
+        help="gateway processes sharing the listen port, e.g. one per core (default: 1)",
+    )
+    run_parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="listen with SO_REUSEPORT, so that several independently started"
+        " gateways can share the port",
+    )
     demo_parser = sub.add_parser("demo", help="run the gateway in front of a local S3 server")
     demo_parser.add_argument("--port", type=int, default=8080)
     rewrap_parser = sub.add_parser(
         "rewrap", help="re-wrap stored objects' data keys under the active key (key rotation)"
     )
-    rewrap_parser.add_argument("--config", default=os.environ.get(CONFIG_ENV))
-    rewrap_parser.add_argument("--bucket", required=True)
-    rewrap_parser.add_argument("--prefix", default="")
-    rewrap_parser.add_argument("--start-after", default="", help="resume after this key")
+    _bucket_arguments(rewrap_parser)
     rewrap_parser.add_argument("--dry-run", action="store_true")
+    verify_parser = sub.add_parser(
+        "verify", help="check that every stored object decrypts with the keyring"
+    )
+    _bucket_arguments(verify_parser)
+    migrate_parser = sub.add_parser(
+        "encrypt-existing", help="encrypt, in place, objects stored before the gateway"
+    )
+    _bucket_arguments(migrate_parser)
+    migrate_parser.add_argument(
+        "--pause", type=float, default=0.0, help="seconds to wait after each object (throttle)"
+    )
     args, extra = parser.parse_known_args(argv)
     if args.command == "demo":
         return demo(args.port)
     if args.command == "rewrap":
         return rewrap(args)
+    if args.command == "verify":
+        return verify(args)
+    if args.command == "encrypt-existing":
+        return encrypt_existing(args)
     if not args.config:
         parser.error("run needs --config or $" + CONFIG_ENV)
-    return run(args.config, extra)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    return run(args.config, extra, workers=args.workers, reuse_port=args.reuse_port)
 
 
 if __name__ == "__main__":

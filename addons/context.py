@@ -6,6 +6,7 @@ from mitmproxy import http
 
 from addons.config import Config
 from addons.flowstate import FlowState, attach, new_request_id, state_of
+from addons.route import passed_through
 from addons.s3.ops import classify
 
 REQUEST_ID_HEADER = "x-s3gw-request-id"
@@ -16,7 +17,7 @@ class RequestContext:
         self._config = config
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.response is not None:  # answered by the health addon
+        if flow.response is not None or passed_through(flow):  # health, or not S3
             return
         request = flow.request
         host = request.headers.get("host", request.host)

@@ -1,14 +1,16 @@
 """The gateway's addon chain, loaded with ``mitmdump -s addons/gateway.py``.
 
-Order matters: requests pass the addons top to bottom. Health answers probes,
-RequestContext names the operation, Limits refuses oversized or too frequent
-requests (and turns backend failures into S3 errors), ClientAuth verifies the client's
-signature, ObjectCrypto rewrites bodies, ListingTranslation shows plaintext
-sizes in listings, Multipart handles multipart uploads and objects, and Resign
-signs what is forwarded. The observers come last, so every hook of theirs sees
-the flow as the other addons left it: Tracing (which only adds a
-``traceparent`` header, not covered by the backend signature), Metrics and
-AccessLog.
+Order matters: requests pass the addons top to bottom. TlsOptions turns the
+TLS settings into mitmproxy options, Route picks each flow's backend (the
+configured one or, in forward-proxy mode, the S3 host the request names),
+Health answers probes, RequestContext names the operation, ClientAuth verifies
+the client's signature, EnvelopeSeen keeps the envelope the backend sent,
+ObjectCrypto rewrites bodies, ListingTranslation shows plaintext sizes in
+listings, Multipart handles multipart uploads and objects, and Resign signs
+what is forwarded. The observers come last, so every hook of theirs sees the
+flow as the other addons left it: Tracing (which only adds a ``traceparent``
+header, not covered by the backend signature), Metrics, AccessLog and
+FlowFacts (the S3 facts as flow comments, for mitmweb).
 """
 
 from addons.accesslog import AccessLog
@@ -22,16 +24,22 @@ from addons.metrics import Metrics
 from addons.multipart import Multipart
 from addons.objectcrypto import ObjectCrypto
 from addons.resign import Resign
+from addons.route import Route
+from addons.tls import TlsOptions
 from addons.tracing import Tracing
+from addons.webfacts import EnvelopeSeen, FlowFacts
 
 config = Config()
 
 addons = [
     config,
+    TlsOptions(config),
+    Route(config),
     Health(config),
     RequestContext(config),
     Limits(config),
     ClientAuth(config),
+    EnvelopeSeen(),
     ObjectCrypto(config),
     ListingTranslation(config),
     Multipart(config),
@@ -39,4 +47,5 @@ addons = [
     Tracing(config),
     Metrics(config),
     AccessLog(config),
+    FlowFacts(config),
 ]

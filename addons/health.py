@@ -9,6 +9,7 @@ from __future__ import annotations
 from mitmproxy import http
 
 from addons.config import Config
+from addons.route import passed_through
 
 HEALTH_PATHS = ("/healthz", "/readyz")
 
@@ -22,6 +23,8 @@ class Health:
         self._config = config
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if passed_through(flow):
+            return
         request = flow.request
         path = request.path.split("?", 1)[0]
         if path not in HEALTH_PATHS or request.method not in ("GET", "HEAD"):

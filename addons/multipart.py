@@ -43,6 +43,7 @@ from addons.flowstate import (
     state_of,
 )
 from addons.multipartreads import MultipartReads
+from addons.route import flow_backend
 from addons.s3.checksums import ALGORITHMS, CHECKSUM_HEADER_PREFIX, checksum_verifiers
 from addons.s3.errors import BAD_GATEWAY, S3Error
 from addons.s3.multipartxml import (
@@ -63,7 +64,7 @@ from addons.s3.multipartxml import (
 )
 from addons.s3.ops import Action
 from addons.s3.uploadid import UploadToken, with_upload_id
-from addons.settings import Settings
+from addons.settings import Backend, Settings
 from crypto import CryptoError, DataKey, Envelope, FormatError, FrameEncryptor, plaintext_length
 
 log = logging.getLogger("s3gw")
@@ -206,7 +207,8 @@ class MultipartUploads:
             verifier.verify()
         parts = parse_complete_request(body)
         path = request.path.split("?", 1)[0]
-        listed = await self._listed_parts(path, upload.backend_upload_id)
+        backend = flow_backend(flow, self._config.current())
+        listed = await self._listed_parts(backend, path, upload.backend_upload_id)
         size = _checked_plaintext_size(parts, listed, upload.chunk_size)
         expected = request.headers.get("x-amz-mp-object-size")
         if expected is not None and expected.strip() != str(size):
@@ -219,9 +221,10 @@ class MultipartUploads:
             request.headers.pop(name, None)
         request.content = complete_request_xml(parts)
 
-    async def _listed_parts(self, path: str, backend_upload_id: str) -> dict[int, ListedPart]:
+    async def _listed_parts(
+        self, backend: Backend, path: str, backend_upload_id: str
+    ) -> dict[int, ListedPart]:
         """Every part the backend holds for the upload (ListParts, page by page)."""
-        backend = self._config.current().backend
         listed: dict[int, ListedPart] = {}
         marker = 0
         for _ in range(MAX_PARTS // _PAGE_SIZE + 1):

@@ -37,6 +37,7 @@ from addons.bodycrypto import (
 )
 from addons.config import Config
 from addons.flowstate import FlowState, error_body_response, state_of
+from addons.route import flow_backend
 from addons.s3.errors import BAD_GATEWAY, S3Error
 from addons.s3.multipartxml import MAX_PARTS, MIN_PART_SIZE, multipart_part_count, part_number
 from addons.s3.ops import Action
@@ -105,7 +106,7 @@ class MultipartReads:
     async def _serve(self, flow: http.HTTPFlow, state: FlowState, envelope: Envelope) -> None:
         response = flow.response
         assert response is not None
-        backend = self._config.current().backend
+        backend = flow_backend(flow, self._config.current())
         state.encryption = "s3g1"
         del response.headers[ENVELOPE_HEADER]
         drop_checksum_headers(response.headers)

@@ -49,6 +49,7 @@ from addons.multipartreads import (
     part_headers_before,
     stored_part_count,
 )
+from addons.route import flow_backend
 from addons.s3.errors import S3Error
 from addons.s3.ops import Action, refusal_message
 from addons.settings import Settings
@@ -136,7 +137,7 @@ class ObjectCrypto:
         if headers.get("x-amz-metadata-directive", "COPY").upper() != "REPLACE":
             return
         source = copy_source_path(headers.get("x-amz-copy-source", ""))
-        status, source_headers = await head_object(settings.backend, source)
+        status, source_headers = await head_object(flow_backend(flow, settings), source)
         if status != 200:
             return  # the backend answers the copy with the right error
         etag = source_headers.get("etag", "")
@@ -232,7 +233,7 @@ class ObjectCrypto:
             return
         if ENVELOPE_HEADER not in response.headers and state.operation.param("partNumber"):
             # Some backends (moto) leave user metadata out of their answers for one part.
-            status, headers = await head_object(settings.backend, object_path(flow))
+            status, headers = await head_object(flow_backend(flow, settings), object_path(flow))
             if status == 200 and ENVELOPE_HEADER in headers:
                 response.headers[ENVELOPE_HEADER] = headers[ENVELOPE_HEADER]
         try:
@@ -404,7 +405,7 @@ def copy_source_path(value: str) -> str:
 async def _if_range_holds(flow: http.HTTPFlow, settings: Settings) -> bool:
     """Evaluate ``If-Range`` against the stored object, as S3 does (one HEAD)."""
     condition = flow.request.headers.get("if-range", "").strip()
-    status, headers = await head_object(settings.backend, object_path(flow))
+    status, headers = await head_object(flow_backend(flow, settings), object_path(flow))
     if status != 200:
         return True  # let the backend answer the GET (404, 403...)
     if condition.startswith(('"', "W/")):
@@ -424,7 +425,7 @@ def parsedate_to_datetime_or_none(value: str) -> datetime | None:
 async def _stored_size(flow: http.HTTPFlow, settings: Settings) -> tuple[int, int] | None:
     """(plaintext size, chunk size) of the object a GET names, from a backend HEAD."""
     path = object_path(flow)
-    status, headers = await head_object(settings.backend, path)
+    status, headers = await head_object(flow_backend(flow, settings), path)
     if status != 200:
         return None
     value = headers.get(ENVELOPE_HEADER)
@@ -435,7 +436,7 @@ async def _stored_size(flow: http.HTTPFlow, settings: Settings) -> tuple[int, in
                 return envelope.frame.plaintext_length, envelope.chunk_size
             if envelope.multipart:
                 stored = StoredObject(
-                    settings.backend,
+                    flow_backend(flow, settings),
                     path,
                     headers.get("etag"),
                     stored_part_count(headers),

@@ -17,7 +17,9 @@ from botocore.credentials import Credentials
 from mitmproxy import http
 
 from addons.config import Config
-from addons.flowstate import active_state
+from addons.flowstate import active_state, respond_error
+from addons.route import flow_backend
+from addons.s3.errors import S3Error
 from addons.settings import Backend
 
 # Client authentication that must not reach the backend.
@@ -90,7 +92,7 @@ class Resign:
         state = active_state(flow)
         if state is None or not flow.request.stream:
             return
-        sign_for_backend(flow.request, self._config.current().backend, UNSIGNED_PAYLOAD)
+        self._sign(flow, UNSIGNED_PAYLOAD)
 
     def request(self, flow: http.HTTPFlow) -> None:
         state = active_state(flow)
@@ -98,4 +100,12 @@ class Resign:
             return
         body = flow.request.raw_content or b""
         payload_hash = hashlib.sha256(body).hexdigest()
-        sign_for_backend(flow.request, self._config.current().backend, payload_hash)
+        self._sign(flow, payload_hash)
+
+    def _sign(self, flow: http.HTTPFlow, payload_hash: str) -> None:
+        try:
+            backend = flow_backend(flow, self._config.current())
+        except S3Error as error:
+            respond_error(flow, error)
+            return
+        sign_for_backend(flow.request, backend, payload_hash)

@@ -50,6 +50,7 @@ def backend_client(settings: Settings) -> Any:
         region_name=settings.backend.region,
         aws_access_key_id=settings.backend.access_key_id,
         aws_secret_access_key=settings.backend.secret_access_key,
+        verify=settings.backend.ca_bundle or None,
         config=BotocoreConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
     )
 

@@ -166,6 +166,77 @@ def http_status(url: str, timeout: float = 2.0) -> int:
         connection.close()
 
 
+# --------------------------------------------------------------------------- /proc (Linux)
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """Peak resident set size (VmHWM) of process ``pid`` so far."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
+    return int(match.group(1)) * 1024
+
+
+def rss_bytes(pid: int) -> int:
+    """Current resident set size (VmRSS) of process ``pid``."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"no VmRSS in /proc/{pid}/status")
+    return int(match.group(1)) * 1024
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Reset VmHWM of process ``pid`` to its current RSS (write 5 to clear_refs)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of process ``pid`` (started by its main thread)."""
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+@dataclass(frozen=True)
+class TcpSocket:
+    local_port: int
+    remote_port: int
+    state: str  # as in /proc/net/tcp: "01" ESTABLISHED, "0A" LISTEN
+
+    @property
+    def established(self) -> bool:
+        return self.state == "01"
+
+    @property
+    def listening(self) -> bool:
+        return self.state == "0A"
+
+
+def tcp_sockets(pid: int) -> list[TcpSocket]:
+    """The TCP sockets process ``pid`` has open (IPv4 and IPv6)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    found = []
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[9] in inodes:
+                    local, remote = fields[1], fields[2]
+                    found.append(
+                        TcpSocket(
+                            int(local.rsplit(":", 1)[1], 16),
+                            int(remote.rsplit(":", 1)[1], 16),
+                            fields[3],
+                        )
+                    )
+    return found
+
+
 # One boto3 session for all clients: loading the S3 service model is the slow
 # part of client creation. The config files are ignored so a developer's
 # ~/.aws/config (endpoints, checksum settings, profiles) cannot leak into tests.
@@ -436,15 +507,35 @@ def start_moto(log_dir: Path) -> Backend:
     )
 
 
-def start_rclone(log_dir: Path, data_dir: Path) -> Backend:
-    """rclone's S3 server over a local directory; verifies SigV4."""
+def start_rclone(
+    log_dir: Path,
+    data_dir: Path,
+    *,
+    crypt_password: str | None = None,
+    extra_args: Sequence[str] = (),
+) -> Backend:
+    """rclone's S3 server over a local directory; verifies SigV4.
+
+    With ``crypt_password`` it serves a ``crypt`` remote wrapping the directory
+    instead: rclone's own encrypting S3 front (names and contents encrypted).
+    ``extra_args`` are added to ``rclone serve s3`` (e.g. ``--etag-hash=``).
+    """
     rclone = find_executable("rclone")
     data_dir.mkdir(parents=True, exist_ok=True)
     # An absent config file: never read a developer's rclone.conf.
     rclone_config = log_dir / "rclone.conf"
     auth_key = f"{RCLONE_CREDENTIALS.access_key_id},{RCLONE_CREDENTIALS.secret_access_key}"
+    served = str(data_dir)
+    if crypt_password is not None:
+        obscured = subprocess.run(
+            [rclone, "--config", str(rclone_config), "obscure", crypt_password],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        served = f":crypt,remote='{data_dir}',password={obscured}:"
     return _start_backend(
-        "rclone",
+        "rclone-crypt" if crypt_password is not None else "rclone",
         lambda port: [
             rclone,
             "serve",
@@ -457,7 +548,8 @@ def start_rclone(log_dir: Path, data_dir: Path) -> Backend:
             f"127.0.0.1:{port}",
             "--log-level",
             "INFO",  # logs auth refusals ("Access Denied"), not every request
-            str(data_dir),
+            *extra_args,
+            served,
         ],
         RCLONE_CREDENTIALS,
         log_dir,
@@ -570,15 +662,11 @@ class Gateway:
 
     def peak_rss_bytes(self) -> int:
         """Peak resident set size (VmHWM) of the gateway process so far."""
-        status = Path(f"/proc/{self.pid}/status").read_text()
-        match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
-        if match is None:
-            raise RuntimeError(f"no VmHWM in /proc/{self.pid}/status")
-        return int(match.group(1)) * 1024
+        return peak_rss_bytes(self.pid)
 
     def reset_peak_rss(self) -> None:
         """Reset VmHWM to the current RSS (Linux: write 5 to clear_refs)."""
-        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+        reset_peak_rss(self.pid)
 
     def output(self, since: int = 0) -> str:
         """Everything the gateway printed (stdout and stderr)."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 from pathlib import Path
 
 import yaml
+from botocore.config import Config
 
 from addons.cli import DEMO_ACCESS_KEY, DEMO_SECRET_KEY
 from tests.harness import (
@@ -14,12 +16,14 @@ from tests.harness import (
     Credentials,
     ManagedProcess,
     child_env,
+    child_pids,
     default_gateway_config,
     find_executable,
     free_port,
     http_status,
     make_bucket,
     s3_client,
+    tcp_sockets,
     wait_until,
 )
 
@@ -55,6 +59,73 @@ def test_run_serves_from_a_config_file(moto_backend: Backend, tmp_path: Path) ->
             b"via the CLI"
             not in moto_backend.client().get_object(Bucket=bucket, Key="k")["Body"].read()
         )
+    finally:
+        process.stop()
+
+
+def test_run_with_two_workers_serves_from_both(moto_backend: Backend, tmp_path: Path) -> None:
+    port = free_port()
+    config = default_gateway_config(moto_backend)
+    config["listen"] = {"host": "127.0.0.1", "port": port}
+    config_path = tmp_path / "gateway.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    argv = [find_executable("s3-encryption-gateway"), "run", "--config", str(config_path)]
+    argv += ["--workers", "2", "--set", f"confdir={tmp_path}"]
+    process = _start("cli-workers", argv, tmp_path, port)
+    try:
+        # Both workers hold a listening socket on the one port.
+        def listening_workers() -> list[int]:
+            workers = child_pids(process.pid)
+            ready = [w for w in workers if any(s.listening and s.local_port == port
+                                               for s in tcp_sockets(w))]  # fmt: skip
+            return workers if len(workers) == 2 and len(ready) == 2 else []
+
+        workers = wait_until(listening_workers, 30, what="two workers listening")
+        user = config["credentials"][0]
+        s3 = s3_client(
+            f"http://127.0.0.1:{port}",
+            Credentials(user["access_key_id"], user["secret_access_key"]),
+            config=Config(signature_version="s3v4"),  # presigned URLs default to SigV2
+        )
+        bucket = make_bucket(moto_backend, prefix="workers")
+        put_url = s3.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": "k"})
+        put_path = put_url[len(f"http://127.0.0.1:{port}") :]
+        # The kernel spreads new connections over the workers: see which worker
+        # accepted each one, and that the PUT sent through it is answered.
+        served_by: dict[int, int] = {}
+        for attempt in range(64):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            try:
+                connection.connect()
+                assert connection.sock is not None
+                client_port = connection.sock.getsockname()[1]
+
+                def accepted_by(client_port: int = client_port) -> int | None:
+                    for worker in workers:
+                        if any(s.established and s.remote_port == client_port
+                               for s in tcp_sockets(worker)):  # fmt: skip
+                            return worker
+                    return None
+
+                worker = wait_until(accepted_by, 10, what="a worker accepting")
+                body = f"request {attempt}".encode()
+                connection.request("PUT", put_path, body=body)
+                response = connection.getresponse()
+                assert response.status == 200, response.read()
+                response.read()
+            finally:
+                connection.close()
+            served_by[worker] = served_by.get(worker, 0) + 1
+            if len(served_by) == 2:
+                break
+        assert sorted(served_by) == sorted(workers), served_by
+        assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == body
+        stored = moto_backend.client().get_object(Bucket=bucket, Key="k")["Body"].read()
+        assert stored.startswith(b"S3G1")  # encrypted by whichever worker
+        # SIGTERM to the supervisor stops every worker.
+        process.process.send_signal(signal.SIGTERM)
+        assert process.process.wait(15) is not None
+        assert not any(Path(f"/proc/{worker}").exists() for worker in workers)
     finally:
         process.stop()
 
