@@ -24,21 +24,15 @@ numbers depend on the machine and on whatever else runs on it.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import platform
-import re
 import shutil
-import statistics
 import sys
 import tempfile
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -47,144 +41,24 @@ import mitmproxy.version
 from mitmproxy import http as mitm_http
 from mitmproxy import io as flow_io
 
+from bench.common import QUIET, Sample, Target, start_passthrough, summarize
 from crypto.format import TAG_LENGTH
 from tests.harness import (
     CHUNK_SIZE,
     GATEWAY_USER,
     Backend,
     Credentials,
-    ManagedProcess,
-    child_env,
-    find_executable,
     make_bucket,
     start_gateway,
     start_rclone,
-    wait_until,
 )
-from tests.rawclient import sign, signed_request
+from tests.rawclient import signed_request
 
 KIB = 1024
 MIB = 1024 * KIB
 RANGE_LENGTH = 1 * MIB
 STRIDE = CHUNK_SIZE + TAG_LENGTH
-# Production settings (see addons/cli.py) for every proxy, so the two paths differ
-# only in the addons: no per-flow console output, upstream connected on demand.
-QUIET = ["--set", "flow_detail=0", "--set", "connection_strategy=lazy"]
-_LISTENING = re.compile(r"listening at (?:\[[^\]]+\]|[^\s:]+):(\d+)")
 RESULTS = Path(__file__).resolve().parent / "results" / "range_ttfb.json"
-
-
-# --------------------------------------------------------------------------- processes
-
-
-@dataclass
-class Proxy:
-    """A plain ``mitmdump --mode reverse:`` with no addons."""
-
-    process: ManagedProcess
-    url: str
-
-    def stop(self) -> None:
-        self.process.stop()
-
-
-def start_passthrough(name: str, upstream: str, work_dir: Path, extra: list[str]) -> Proxy:
-    work_dir.mkdir(parents=True, exist_ok=True)
-    found = threading.Event()
-    ports: list[int] = []
-
-    def on_line(line: str) -> None:
-        match = _LISTENING.search(line)
-        if match and not found.is_set():
-            ports.append(int(match[1]))
-            found.set()
-
-    argv = [
-        find_executable("mitmdump"),
-        "--mode",
-        f"reverse:{upstream}",
-        "--listen-host",
-        "127.0.0.1",
-        "-p",
-        "0",
-        "--set",
-        f"confdir={work_dir / 'mitmproxy'}",
-        # Clients sign the Host header they send; the backend must see it unchanged.
-        "--set",
-        "keep_host_header=true",
-        # Forward bodies as they arrive instead of buffering them, as the gateway does.
-        "--set",
-        "stream_large_bodies=1",
-        *QUIET,
-        *extra,
-    ]
-    process = ManagedProcess(name, argv, work_dir / f"{name}.log", env=child_env(), on_line=on_line)
-
-    def listening() -> bool:
-        process.check_alive()
-        return found.wait(0.05)
-
-    try:
-        wait_until(listening, 30, interval=0, what=f"{name} listening")
-    except BaseException:
-        process.stop()
-        raise
-    return Proxy(process, f"http://127.0.0.1:{ports[0]}")
-
-
-# --------------------------------------------------------------------------- requests
-
-
-@dataclass(frozen=True)
-class Sample:
-    ttfb: float  # request sent -> first body byte received
-    headers: float  # request sent -> status line and headers parsed
-    total: float  # request sent -> last body byte received
-
-
-class Target:
-    """One endpoint read over a persistent connection (as SDK clients do)."""
-
-    def __init__(self, name: str, url: str, credentials: Credentials, path: str) -> None:
-        self.name = name
-        self.url = url
-        self.credentials = credentials
-        self.path = path
-        self._connection: http.client.HTTPConnection | None = None
-
-    def get(self, range_header: str) -> tuple[Sample, bytes, dict[str, str]]:
-        full_url = self.url + self.path
-        headers = sign("GET", full_url, self.credentials, headers=[("Range", range_header)])
-        if self._connection is None:
-            parts = urlsplit(self.url)
-            assert parts.hostname is not None and parts.port is not None
-            self._connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-            self._connection.connect()
-        connection = self._connection
-        start = time.perf_counter()
-        connection.putrequest("GET", self.path, skip_host=True, skip_accept_encoding=True)
-        for name, value in headers.items():
-            connection.putheader(name, value)
-        connection.endheaders()
-        response = connection.getresponse()
-        got_headers = time.perf_counter()
-        first = response.read(1)
-        got_first = time.perf_counter()
-        rest = response.read()
-        done = time.perf_counter()
-        response_headers = {name.lower(): value for name, value in response.getheaders()}
-        if response.will_close:
-            self.close()
-        return (
-            Sample(got_first - start, got_headers - start, done - start),
-            first + rest,
-            response_headers,
-        )
-
-    def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
 
 
 # --------------------------------------------------------------------------- data
@@ -228,20 +102,6 @@ def fetched_from_backend(flows_path: Path, object_path: str) -> list[dict[str, A
                 }
             )
     return seen
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def summarize(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    return {
-        "median_ms": statistics.median(ordered) * 1000,
-        "p90_ms": statistics.quantiles(ordered, n=10, method="inclusive")[8] * 1000,
-        "mean_ms": statistics.fmean(ordered) * 1000,
-        "min_ms": ordered[0] * 1000,
-        "max_ms": ordered[-1] * 1000,
-    }
 
 
 def main() -> int:
