@@ -126,6 +126,9 @@ def classify(
             # Browser form uploads (POST Object) carry object data in a form body.
             return op("PostObject", Action.REFUSE)
         return op("Bucket" + method.title(), Action.PASS)
+    if "renameObject" in params:
+        # Directory buckets only; it would otherwise look like a PutObject.
+        return op("RenameObject", Action.REFUSE)
     if params & _OBJECT_CONFIG:
         return op("ObjectSubresource", Action.PASS)
     if params & _UNSUPPORTED_OBJECT_POST:
