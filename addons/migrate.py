@@ -22,11 +22,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
+from addons.bucketwalk import resume_hint, walk_bucket
 from addons.rewrap import _PRESERVED, ENVELOPE_META_KEY, backend_client
 from addons.settings import Settings
-from crypto import CryptoError, DataKey, Envelope, FrameEncryptor, ObjectDecryptor
+from crypto import DataKey, Envelope, FrameEncryptor, ObjectDecryptor
 
 READ_SIZE = 1024 * 1024
 # The largest object one PUT can store on S3.
@@ -49,14 +50,6 @@ class MigrateReport:
     too_large: int = 0
     failed: int = 0
     last_key: str = ""
-
-
-def _objects(client: Any, bucket: str, prefix: str, start_after: str) -> Iterator[dict[str, Any]]:
-    pages = client.get_paginator("list_objects_v2").paginate(
-        Bucket=bucket, Prefix=prefix, StartAfter=start_after
-    )
-    for page in pages:
-        yield from page.get("Contents", [])
 
 
 def _envelope_value(answer: dict[str, Any]) -> str | None:
@@ -87,22 +80,21 @@ def verify_bucket(
     """Read every object from the backend and decrypt it completely."""
     client = backend_client(settings)
     result = VerifyReport()
-    for entry in _objects(client, bucket, prefix, start_after):
-        key = entry["Key"]
-        try:
-            outcome = _verify_object(client, settings, bucket, key)
-        except (ClientError, BotoCoreError, CryptoError) as error:
-            result.failed += 1
-            result.last_key = key
-            report(f"failed      {key}: {type(error).__name__}: {error}")
-            continue
-        setattr(result, outcome, getattr(result, outcome) + 1)
-        result.last_key = key
-        if outcome == "unencrypted":
-            report(f"unencrypted {key}")
+    walk_bucket(
+        client,
+        bucket,
+        prefix=prefix,
+        start_after=start_after,
+        visit=lambda entry: _verify_object(client, settings, bucket, entry["Key"]),
+        describe=lambda outcome, entry: (
+            f"unencrypted {entry['Key']}" if outcome == "unencrypted" else None
+        ),
+        tally=result,
+        report=report,
+    )
     report(
         f"done: {result.ok} OK, {result.failed} failed, {result.unencrypted} not encrypted"
-        + (f"; last key {result.last_key!r}" if result.last_key else "")
+        + resume_hint(result)
     )
     return result
 
@@ -143,30 +135,39 @@ def encrypt_existing(
     client = backend_client(settings)
     result = MigrateReport()
     seen = 0
-    for entry in _objects(client, bucket, prefix, start_after):
-        key = entry["Key"]
+
+    def visit(entry: dict[str, Any]) -> str:
+        nonlocal seen
         seen += 1
-        try:
-            outcome = _encrypt_object(client, settings, bucket, key, entry)
-        except (ClientError, BotoCoreError, CryptoError, OSError) as error:
-            result.failed += 1
-            result.last_key = key
-            report(f"failed    {key}: {type(error).__name__}: {error}")
-            continue
-        setattr(result, outcome, getattr(result, outcome) + 1)
-        result.last_key = key
-        if outcome == "encrypted":
-            report(f"encrypted {key} ({entry['Size']} bytes) [{seen} seen]")
-        elif outcome == "changed":
-            report(f"changed   {key}: overwritten during the migration, left as it is")
-        elif outcome == "too_large":
-            report(f"too large {key}: over {MAX_SINGLE_PUT} bytes, left as it is")
+        outcome = _encrypt_object(client, settings, bucket, entry["Key"], entry)
         if pause and outcome == "encrypted":
             time.sleep(pause)
+        return outcome
+
+    def describe(outcome: str, entry: dict[str, Any]) -> str | None:
+        key = entry["Key"]
+        if outcome == "encrypted":
+            return f"encrypted {key} ({entry['Size']} bytes) [{seen} seen]"
+        if outcome == "changed":
+            return f"changed   {key}: overwritten during the migration, left as it is"
+        if outcome == "too_large":
+            return f"too large {key}: over {MAX_SINGLE_PUT} bytes, left as it is"
+        return None
+
+    walk_bucket(
+        client,
+        bucket,
+        prefix=prefix,
+        start_after=start_after,
+        visit=visit,
+        describe=describe,
+        tally=result,
+        report=report,
+    )
     report(
         f"done: {result.encrypted} encrypted, {result.already_encrypted} already encrypted,"
         f" {result.changed} changed meanwhile, {result.too_large} too large,"
-        f" {result.failed} failed" + (f"; last key {result.last_key!r}" if result.last_key else "")
+        f" {result.failed} failed" + resume_hint(result)
     )
     return result
 

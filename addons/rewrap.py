@@ -15,10 +15,10 @@ from typing import Any
 
 import botocore.session
 from botocore.config import Config as BotocoreConfig
-from botocore.exceptions import ClientError
 
+from addons.bucketwalk import resume_hint, walk_bucket
 from addons.settings import Settings
-from crypto import CryptoError, Envelope
+from crypto import Envelope
 
 ENVELOPE_META_KEY = "s3gw"
 # Headers a REPLACE copy would otherwise reset to their defaults.
@@ -67,26 +67,23 @@ def rewrap_bucket(
     client = backend_client(settings)
     active = settings.keyring.active_key_id
     result = RewrapReport()
-    pages = client.get_paginator("list_objects_v2").paginate(
-        Bucket=bucket, Prefix=prefix, StartAfter=start_after
+    walk_bucket(
+        client,
+        bucket,
+        prefix=prefix,
+        start_after=start_after,
+        visit=lambda entry: _rewrap_object(client, settings, bucket, entry["Key"], active, dry_run),
+        describe=lambda outcome, entry: (
+            f"rewrapped  {entry['Key']}{' (dry run)' if dry_run else ''}"
+            if outcome == "rewrapped"
+            else None
+        ),
+        tally=result,
+        report=report,
     )
-    for page in pages:
-        for entry in page.get("Contents", []):
-            key = entry["Key"]
-            try:
-                outcome = _rewrap_object(client, settings, bucket, key, active, dry_run)
-            except (ClientError, CryptoError) as error:
-                result.failed += 1
-                report(f"failed     {key}: {error}")
-                continue
-            setattr(result, outcome, getattr(result, outcome) + 1)
-            result.last_key = key
-            if outcome == "rewrapped":
-                report(f"rewrapped  {key}{' (dry run)' if dry_run else ''}")
     report(
         f"done: {result.rewrapped} re-wrapped, {result.already_current} already under {active!r},"
-        f" {result.unencrypted} not encrypted, {result.failed} failed"
-        + (f"; last key {result.last_key!r}" if result.last_key else "")
+        f" {result.unencrypted} not encrypted, {result.failed} failed" + resume_hint(result)
     )
     return result
 
