@@ -29,6 +29,7 @@ from crypto import (
     UnknownKeyId,
 )
 from crypto.profiles import ProviderProfile, metadata_budget
+from crypto.ranges import content_range_unsatisfied
 
 log = logging.getLogger("s3gw")
 
@@ -192,7 +193,7 @@ def answer_unsatisfiable(flow: http.HTTPFlow, state: FlowState, size: int) -> No
         extra={"RangeRequested": state.range_header, "ActualObjectSize": str(size)},
     )
     body = error_body_response(flow, error)
-    response.headers["content-range"] = f"bytes */{size}"
+    response.headers["content-range"] = content_range_unsatisfied(size)
     response.stream = ReplaceBodyTransform(body)
 
 
@@ -211,7 +212,7 @@ def answer_head_range(flow: http.HTTPFlow, state: FlowState, size: int) -> None:
     except RangeNotSatisfiable:
         response.status_code = 416
         response.reason = ""
-        response.headers["content-range"] = f"bytes */{size}"
+        response.headers["content-range"] = content_range_unsatisfied(size)
         response.headers["content-length"] = "0"
         response.headers["x-amz-error-code"] = "InvalidRange"
         return
