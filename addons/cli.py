@@ -20,6 +20,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -220,64 +221,40 @@ Press Ctrl-C to stop.
             backend.kill()
 
 
-def rewrap(args: argparse.Namespace) -> int:
-    from addons.rewrap import rewrap_bucket
-
+def _bucket_command(args: argparse.Namespace, walk: Callable[..., Any], **options: Any) -> int:
+    """Run one of the bucket maintenance walks; exit 1 if any object failed."""
     try:
         settings = load_settings(args.config)
     except SettingsError as error:
         print(f"s3-encryption-gateway: {error}", file=sys.stderr)
         return 2
-    result = rewrap_bucket(
+    result = walk(
         settings,
         args.bucket,
         prefix=args.prefix,
         start_after=args.start_after,
-        dry_run=args.dry_run,
         report=lambda line: print(line, flush=True),
+        **options,
     )
     return 1 if result.failed else 0
 
 
-def _load(config_path: str | None) -> Settings | None:
-    try:
-        return load_settings(config_path)
-    except SettingsError as error:
-        print(f"s3-encryption-gateway: {error}", file=sys.stderr)
-        return None
+def rewrap(args: argparse.Namespace) -> int:
+    from addons.rewrap import rewrap_bucket
+
+    return _bucket_command(args, rewrap_bucket, dry_run=args.dry_run)
 
 
 def verify(args: argparse.Namespace) -> int:
     from addons.migrate import verify_bucket
 
-    settings = _load(args.config)
-    if settings is None:
-        return 2
-    result = verify_bucket(
-        settings,
-        args.bucket,
-        prefix=args.prefix,
-        start_after=args.start_after,
-        report=lambda line: print(line, flush=True),
-    )
-    return 1 if result.failed else 0
+    return _bucket_command(args, verify_bucket)
 
 
 def encrypt_existing(args: argparse.Namespace) -> int:
     from addons.migrate import encrypt_existing as migrate
 
-    settings = _load(args.config)
-    if settings is None:
-        return 2
-    result = migrate(
-        settings,
-        args.bucket,
-        prefix=args.prefix,
-        start_after=args.start_after,
-        pause=args.pause,
-        report=lambda line: print(line, flush=True),
-    )
-    return 1 if result.failed else 0
+    return _bucket_command(args, migrate, pause=args.pause)
 
 
 def _bucket_arguments(parser: argparse.ArgumentParser) -> None:
