@@ -222,6 +222,18 @@ def answer_head_range(flow: http.HTTPFlow, state: FlowState, size: int) -> None:
     response.headers["content-length"] = str(last - first + 1)
 
 
+def answer_failure(flow: http.HTTPFlow, state: FlowState, error: S3Error | CryptoError) -> None:
+    """Replace a backend answer that cannot be served by the S3 error document."""
+    response = flow.response
+    assert response is not None
+    if isinstance(error, CryptoError):
+        log.error("s3gw: cannot decrypt %s: %s", state.operation.resource, error)
+        error = crypto_error(error)
+    elif error.status >= 500:
+        log.error("s3gw: cannot serve %s: %s", state.operation.resource, error.message)
+    response.stream = ReplaceBodyTransform(error_body_response(flow, error))
+
+
 def crypto_error(error: CryptoError) -> S3Error:
     if isinstance(error, UnknownKeyId):
         message = "The object's key-encryption key is not in the gateway's keyring."

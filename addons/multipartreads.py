@@ -26,23 +26,23 @@ from addons.bodycrypto import (
     ENVELOPE_HEADER,
     ByteWindow,
     abort_stream,
+    answer_failure,
     answer_head_range,
     answer_unsatisfiable,
     backend_window,
     check_covers,
-    crypto_error,
     drop_checksum_headers,
     headers_window,
     if_range_refused,
 )
 from addons.config import Config
-from addons.flowstate import FlowState, error_body_response, state_of
+from addons.flowstate import FlowState, state_of
 from addons.route import flow_backend
 from addons.s3.errors import BAD_GATEWAY, S3Error
 from addons.s3.multipartxml import MAX_PARTS, MIN_PART_SIZE, multipart_part_count, part_number
 from addons.s3.ops import Action
 from addons.settings import Backend
-from addons.transforms import DownloadTransform, InputWindow, ReplaceBodyTransform
+from addons.transforms import DownloadTransform, InputWindow
 from crypto import (
     CryptoError,
     Envelope,
@@ -95,13 +95,8 @@ class MultipartReads:
             return
         try:
             await self._serve(flow, state, envelope)
-        except S3Error as error:
-            if error.status >= 500:
-                log.error("s3gw: cannot serve %s: %s", state.operation.resource, error.message)
-            response.stream = ReplaceBodyTransform(error_body_response(flow, error))
-        except CryptoError as error:
-            log.error("s3gw: cannot decrypt %s: %s", state.operation.resource, error)
-            response.stream = ReplaceBodyTransform(error_body_response(flow, crypto_error(error)))
+        except (S3Error, CryptoError) as error:
+            answer_failure(flow, state, error)
 
     async def _serve(self, flow: http.HTTPFlow, state: FlowState, envelope: Envelope) -> None:
         response = flow.response

@@ -24,6 +24,7 @@ from addons.bodycrypto import (
     ENVELOPE_HEADER,
     abort_stream,
     add_envelope,
+    answer_failure,
     answer_head_range,
     answer_unsatisfiable,
     backend_window,
@@ -38,7 +39,6 @@ from addons.config import Config
 from addons.flowstate import (
     FlowState,
     active_state,
-    error_body_response,
     refuse,
     respond_error,
     state_of,
@@ -57,7 +57,6 @@ from addons.transforms import (
     DownloadTransform,
     InputWindow,
     PlainWindowTransform,
-    ReplaceBodyTransform,
 )
 from crypto import (
     CryptoError,
@@ -242,13 +241,8 @@ class ObjectCrypto:
                 self._serve_plaintext(flow, state, settings)
             else:
                 self._serve_encrypted(flow, state, settings, value)
-        except S3Error as error:
-            if error.status >= 500:
-                log.error("s3gw: cannot serve %s: %s", state.operation.resource, error.message)
-            response.stream = ReplaceBodyTransform(error_body_response(flow, error))
-        except CryptoError as error:
-            log.error("s3gw: cannot decrypt %s: %s", state.operation.resource, error)
-            response.stream = ReplaceBodyTransform(error_body_response(flow, crypto_error(error)))
+        except (S3Error, CryptoError) as error:
+            answer_failure(flow, state, error)
 
     def _serve_plaintext(self, flow: http.HTTPFlow, state: FlowState, settings: Settings) -> None:
         response = flow.response
