@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from mitmproxy import http
@@ -19,6 +20,19 @@ from addons.s3.errors import S3Error
 from addons.s3.sigv4 import AuthContext, PayloadMode, verify
 
 
+def verify_request(request: http.Request, credentials: Mapping[str, str]) -> AuthContext:
+    """Verify the SigV4 signature of a request as it arrived; S3Error as AWS answers."""
+    raw_path, _, raw_query = request.path.partition("?")
+    return verify(
+        request.method,
+        raw_path,
+        raw_query,
+        list(request.headers.items(multi=True)),
+        datetime.now(UTC),
+        credentials.get,
+    )
+
+
 class ClientAuth:
     def __init__(self, config: Config) -> None:
         self._config = config
@@ -27,18 +41,9 @@ class ClientAuth:
         state = active_state(flow)
         if state is None:
             return
-        request = flow.request
-        raw_path, _, raw_query = request.path.partition("?")
-        credentials = self._config.current().credentials
         try:
-            auth = verify(
-                request.method,
-                raw_path,
-                raw_query,
-                list(request.headers.items(multi=True)),
-                datetime.now(UTC),
-                credentials.get,
-            )
+            # The rate limiter may have verified the request already.
+            auth = state.auth or verify_request(flow.request, self._config.current().credentials)
             if auth.payload_mode.is_streaming and not state.operation.action.encrypts_body:
                 raise S3Error(
                     "InvalidRequest", "aws-chunked bodies are only supported on object uploads."

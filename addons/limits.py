@@ -35,7 +35,6 @@ import asyncio
 import logging
 import threading
 import time
-from datetime import UTC, datetime
 from xml.etree import ElementTree
 
 from mitmproxy import ctx, http
@@ -44,10 +43,10 @@ from mitmproxy.connection import ConnectionState
 from mitmproxy.exceptions import OptionsError
 from mitmproxy.net.http.http1 import assemble_response
 
+from addons.auth import verify_request
 from addons.config import Config
 from addons.flowstate import active_state, refuse, respond_error, state_of
 from addons.s3.errors import BAD_GATEWAY, S3Error, error_xml
-from addons.s3.sigv4 import verify
 
 log = logging.getLogger("s3gw")
 
@@ -201,23 +200,16 @@ class Limits:
     def _verified_access_key(self, flow: http.HTTPFlow) -> str | None:
         """The access key id of a request whose signature verifies, else None.
 
-        ClientAuth verifies again (and answers the refusals); this check only
-        decides whose tokens a request spends.
+        Only a verified request spends tokens; ClientAuth answers the refusals
+        and reuses the verification kept on the flow state.
         """
-        request = flow.request
-        raw_path, _, raw_query = request.path.partition("?")
+        state = state_of(flow)
+        assert state is not None
         try:
-            auth = verify(
-                request.method,
-                raw_path,
-                raw_query,
-                list(request.headers.items(multi=True)),
-                datetime.now(UTC),
-                self._config.current().credentials.get,
-            )
+            state.auth = verify_request(flow.request, self._config.current().credentials)
         except S3Error:
             return None
-        access_key: str = auth.access_key
+        access_key: str = state.auth.access_key
         return access_key
 
     def request(self, flow: http.HTTPFlow) -> None:
