@@ -25,7 +25,7 @@ from typing import IO, Any
 from botocore.exceptions import ClientError
 
 from addons.bucketwalk import resume_hint, walk_bucket
-from addons.rewrap import _PRESERVED, ENVELOPE_META_KEY, backend_client
+from addons.rewrap import ENVELOPE_META_KEY, backend_client, preserved_headers
 from addons.settings import Settings
 from crypto import DataKey, Envelope, FrameEncryptor, ObjectDecryptor
 
@@ -208,11 +208,7 @@ def _encrypt_object(
                 ENVELOPE_META_KEY: envelope.encode(),
             },
         }
-        for field in _PRESERVED:
-            if answer.get(field):
-                params[field] = answer[field]
-        if answer.get("StorageClass"):
-            params["StorageClass"] = answer["StorageClass"]
+        params.update(preserved_headers(answer))
         client.put_object(**params)
     return "encrypted"
 

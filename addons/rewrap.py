@@ -42,6 +42,11 @@ class RewrapReport:
     last_key: str = ""
 
 
+def preserved_headers(answer: dict[str, Any]) -> dict[str, Any]:
+    """The stored object's headers a REPLACE copy or a re-upload must repeat."""
+    return {field: answer[field] for field in (*_PRESERVED, "StorageClass") if answer.get(field)}
+
+
 def backend_client(settings: Settings) -> Any:
     session = botocore.session.get_session()
     return session.create_client(
@@ -110,10 +115,6 @@ def _rewrap_object(
         "MetadataDirective": "REPLACE",
         "Metadata": {**metadata, ENVELOPE_META_KEY: rewrapped.encode()},
     }
-    for field in _PRESERVED:
-        if head.get(field):
-            params[field] = head[field]
-    if head.get("StorageClass"):
-        params["StorageClass"] = head["StorageClass"]
+    params.update(preserved_headers(head))
     client.copy_object(**params)
     return "rewrapped"
