@@ -18,7 +18,13 @@ from mitmproxy import http
 from addons.bodycheck import UploadChecks
 from addons.flowstate import FlowState, abort_connections, error_body_response, state_of
 from addons.s3.errors import S3Error
-from addons.transforms import ReplaceBodyTransform, UploadTransform
+from addons.transforms import (
+    Cipher,
+    DownloadTransform,
+    InputWindow,
+    ReplaceBodyTransform,
+    UploadTransform,
+)
 from crypto import (
     CryptoError,
     Envelope,
@@ -29,7 +35,7 @@ from crypto import (
     UnknownKeyId,
 )
 from crypto.profiles import ProviderProfile, metadata_budget
-from crypto.ranges import content_range_unsatisfied
+from crypto.ranges import PartsRangePlan, RangePlan, content_range_unsatisfied
 
 log = logging.getLogger("s3gw")
 
@@ -220,6 +226,25 @@ def answer_head_range(flow: http.HTTPFlow, state: FlowState, size: int) -> None:
     response.reason = ""
     response.headers["content-range"] = f"bytes {first}-{last}/{size}"
     response.headers["content-length"] = str(last - first + 1)
+
+
+def serve_planned_range(
+    flow: http.HTTPFlow,
+    decryptor: Cipher,
+    plan: RangePlan | PartsRangePlan,
+    window: ByteWindow,
+) -> None:
+    """Answer 206 with the plan's plaintext range, decrypted from the backend's window."""
+    response = flow.response
+    assert response is not None
+    response.status_code = 206
+    response.headers["content-range"] = plan.content_range
+    response.headers["content-length"] = str(plan.length)
+    response.stream = DownloadTransform(
+        decryptor,
+        window=InputWindow(plan.ciphertext_first - window.first, plan.ciphertext_length),
+        on_error=partial(abort_stream, flow),
+    )
 
 
 def answer_failure(flow: http.HTTPFlow, state: FlowState, error: S3Error | CryptoError) -> None:

@@ -34,6 +34,7 @@ from addons.bodycrypto import (
     drop_checksum_headers,
     headers_window,
     if_range_refused,
+    serve_planned_range,
 )
 from addons.config import Config
 from addons.flowstate import FlowState, state_of
@@ -42,7 +43,7 @@ from addons.s3.errors import BAD_GATEWAY, S3Error
 from addons.s3.multipartxml import MAX_PARTS, MIN_PART_SIZE, multipart_part_count, part_number
 from addons.s3.ops import Action
 from addons.settings import Backend
-from addons.transforms import DownloadTransform, InputWindow
+from addons.transforms import DownloadTransform
 from crypto import (
     CryptoError,
     Envelope,
@@ -180,14 +181,7 @@ class MultipartReads:
             await stored.part_header(layout, plan.last_part)
         with envelope.open(self._config.current().keyring) as data_key:
             decryptor = PartsRangeDecryptor(data_key, first_header, plan)
-        response.status_code = 206
-        response.headers["content-range"] = plan.content_range
-        response.headers["content-length"] = str(plan.length)
-        response.stream = DownloadTransform(
-            decryptor,
-            window=InputWindow(plan.ciphertext_first - window.first, plan.ciphertext_length),
-            on_error=partial(abort_stream, flow),
-        )
+        serve_planned_range(flow, decryptor, plan, window)
 
     async def _serve_part(
         self,

@@ -34,6 +34,7 @@ from addons.bodycrypto import (
     encrypt_request_body,
     if_range_refused,
     reject_reserved_metadata,
+    serve_planned_range,
 )
 from addons.config import Config
 from addons.flowstate import (
@@ -326,14 +327,7 @@ class ObjectCrypto:
         check_covers(window, plan.ciphertext_first, plan.ciphertext_last)
         decryptor_range = RangeDecryptor(data_key, envelope.frame, plan)
         data_key.close()
-        response.status_code = 206
-        response.headers["content-range"] = plan.content_range
-        response.headers["content-length"] = str(plan.length)
-        response.stream = DownloadTransform(
-            decryptor_range,
-            window=InputWindow(plan.ciphertext_first - window.first, plan.ciphertext_length),
-            on_error=on_error,
-        )
+        serve_planned_range(flow, decryptor_range, plan, window)
 
 
 def _hide_envelope(response: http.Response, *, head: bool) -> None:
