@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from mitmproxy import http
 
 from addons.config import Config
+from addons.failsafe import fail_closed
 from addons.flowstate import active_state, refuse, respond_error
 from addons.s3.errors import S3Error
 from addons.s3.sigv4 import AuthContext, PayloadMode, verify
@@ -37,6 +38,7 @@ class ClientAuth:
     def __init__(self, config: Config) -> None:
         self._config = config
 
+    @fail_closed
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         state = active_state(flow)
         if state is None:
@@ -53,6 +55,7 @@ class ClientAuth:
             return
         state.auth = auth
 
+    @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
         """Check the signed SHA-256 of small, buffered bodies."""
         state = active_state(flow)

@@ -44,7 +44,9 @@ class UploadChecks:
 def _length(value: str | None, header: str) -> int:
     if value is None:
         raise S3Error("MissingContentLength", f"You must provide the {header} HTTP header.")
-    if not value.isdigit():
+    # ASCII digits only (str.isdigit() also takes "²", which int() refuses), and no
+    # more than 19 of them (int() refuses over 4300; S3's limits are far below 10**19).
+    if not (value.isascii() and value.isdigit()) or len(value) > 19:
         raise S3Error("InvalidArgument", f"Invalid {header}: {value!r}.")
     return int(value)
 

@@ -17,6 +17,7 @@ from botocore.credentials import Credentials
 from mitmproxy import http
 
 from addons.config import Config
+from addons.failsafe import fail_closed
 from addons.flowstate import active_state, respond_error
 from addons.route import flow_backend
 from addons.s3.errors import S3Error
@@ -88,12 +89,14 @@ class Resign:
     def __init__(self, config: Config) -> None:
         self._config = config
 
+    @fail_closed
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         state = active_state(flow)
         if state is None or not flow.request.stream:
             return
         self._sign(flow, UNSIGNED_PAYLOAD)
 
+    @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
         state = active_state(flow)
         if state is None or flow.request.stream:
@@ -103,6 +106,11 @@ class Resign:
         self._sign(flow, payload_hash)
 
     def _sign(self, flow: http.HTTPFlow, payload_hash: str) -> None:
+        state = active_state(flow)
+        if state is not None and state.auth is None:
+            # Never sign with the backend's key what no client key has authenticated.
+            respond_error(flow, S3Error("AccessDenied"))
+            return
         try:
             backend = flow_backend(flow, self._config.current())
         except S3Error as error:

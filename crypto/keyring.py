@@ -76,7 +76,10 @@ class StaticKeyring:
             if len(kek) != KEK_LENGTH:
                 raise FormatError(f"key {key_id!r} must be {KEK_LENGTH} bytes")
         if active_key_id not in keys:
-            raise UnknownKeyId(f"active key {active_key_id!r} is not in the keyring")
+            # Only a well-formed id is echoed: a KEK pasted here by mistake must not be.
+            valid = KEY_ID_PATTERN.fullmatch(active_key_id)
+            shown = repr(active_key_id) if valid else "(not a key id)"
+            raise UnknownKeyId(f"active key {shown} is not in the keyring")
         self._keks = {key_id: AESGCM(bytes(kek)) for key_id, kek in keys.items()}
         self._active = active_key_id
 

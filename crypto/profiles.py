@@ -64,6 +64,8 @@ def metadata_budget(profile: ProviderProfile, headers: Iterable[tuple[str, str]]
     used = 0
     for name, value in headers:
         if name.lower().startswith(META_PREFIX):
-            used += len(name[len(META_PREFIX) :].encode()) + len(value.encode())
+            # Wire bytes: mitmproxy hands over non-UTF-8 header bytes as surrogate escapes.
+            name_bytes = name[len(META_PREFIX) :].encode("utf-8", "surrogateescape")
+            used += len(name_bytes) + len(value.encode("utf-8", "surrogateescape"))
     limit = profile.user_metadata_limit
     return MetadataBudget(used, limit, used > limit * profile.warn_ratio)

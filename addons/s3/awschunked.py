@@ -151,7 +151,7 @@ class ChunkSignatureVerifier:
 
     def _check(self, string_to_sign: str, claimed: str) -> str:
         signature = hmac.new(
-            self._signing_key, string_to_sign.encode("ascii"), hashlib.sha256
+            self._signing_key, string_to_sign.encode("utf-8", "surrogateescape"), hashlib.sha256
         ).hexdigest()
         claimed_bytes = claimed.lower().encode("utf-8", "surrogateescape")
         if not hmac.compare_digest(signature.encode("ascii"), claimed_bytes):

@@ -143,7 +143,7 @@ def _parse(document: bytes, target: _Target) -> ET.Element:
     try:
         parser.feed(document)
         root: ET.Element = parser.close()
-    except ET.ParseError as error:
+    except (ET.ParseError, LookupError) as error:  # LookupError: an unknown encoding=
         raise ValueError(str(error)) from None
     return root
 

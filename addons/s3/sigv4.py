@@ -193,9 +193,11 @@ class AuthContext:
 
 def derive_signing_key(secret: str, date_scope: str, region: str, service: str = SERVICE) -> bytes:
     """The SigV4 signing key: HMAC chain over date, region, service and terminator."""
-    key = ("AWS4" + secret).encode("utf-8")
+    # Scope parts come from the request: encoded back to the bytes the client sent
+    # (surrogateescape), never an exception for a non-UTF-8 region.
+    key = _wire_bytes("AWS4" + secret)
     for part in (date_scope, region, service, TERMINATOR):
-        key = hmac.new(key, part.encode("utf-8"), hashlib.sha256).digest()
+        key = hmac.new(key, _wire_bytes(part), hashlib.sha256).digest()
     return key
 
 
@@ -456,6 +458,9 @@ def _parse_presign(query: list[tuple[str, str]]) -> _Claim:
             "X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"",
         )
     expires_text = params["x-amz-expires"]
+    # int() raises ValueError beyond 4300 digits; anything that long is out of range anyway.
+    if _EXPIRES.fullmatch(expires_text) and len(expires_text) > 20:
+        expires_text = str(MAX_PRESIGN_EXPIRES + 1) if expires_text[0] != "-" else "-1"
     if not _EXPIRES.fullmatch(expires_text):
         raise S3Error("AuthorizationQueryParametersError", "X-Amz-Expires should be a number")
     expires = int(expires_text)
@@ -556,7 +561,10 @@ def _parse_http_date(text: str) -> datetime | None:
         return None
     if parsed.tzinfo is None:  # "-0000" means UTC with no zone claimed
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # a zone offset pushing year 9999 or 1 out of range
+        return None
 
 
 def _header_request_time(header_map: dict[str, list[str]]) -> tuple[str, datetime]:
@@ -662,9 +670,8 @@ def _match_signature(
                 method, uri, canonical_query, headers_block, signed_headers_line, payload_hash
             )
             string_to_sign = _string_to_sign(amz_date, scope, canonical_request)
-            signature = hmac.new(
-                signing_key, string_to_sign.encode("ascii"), hashlib.sha256
-            ).hexdigest()
+            digest = hmac.new(signing_key, _wire_bytes(string_to_sign), hashlib.sha256)
+            signature = digest.hexdigest()
             if hmac.compare_digest(signature.encode("ascii"), provided_bytes):
                 return signature
             if first is None:
