@@ -252,9 +252,33 @@ def verify(args: argparse.Namespace) -> int:
 
 
 def encrypt_existing(args: argparse.Namespace) -> int:
+    from addons.migrate import check_sizes
     from addons.migrate import encrypt_existing as migrate
 
-    return _bucket_command(args, migrate, pause=args.pause)
+    try:
+        check_sizes(args.multipart_threshold, args.part_size)
+    except ValueError as error:
+        print(f"s3-encryption-gateway: {error}", file=sys.stderr)
+        return 2
+    return _bucket_command(
+        args,
+        migrate,
+        pause=args.pause,
+        multipart_threshold=args.multipart_threshold,
+        part_size=args.part_size,
+    )
+
+
+def byte_size(text: str) -> int:
+    """``123``, ``64MiB``, ``5GiB``: a size in bytes, for command-line options."""
+    units = {"KIB": 1024, "MIB": 1024**2, "GIB": 1024**3}
+    number, unit = text.strip(), 1
+    for suffix, factor in units.items():
+        if number.upper().endswith(suffix):
+            number, unit = number[: -len(suffix)].strip(), factor
+    if not number.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 1048576, 64MiB, 5GiB)")
+    return int(number) * unit
 
 
 def _bucket_arguments(parser: argparse.ArgumentParser) -> None:
@@ -306,6 +330,19 @@ def main(argv: list[str] | None = None) -> int:
     _bucket_arguments(migrate_parser)
     migrate_parser.add_argument(
         "--pause", type=float, default=0.0, help="seconds to wait after each object (throttle)"
+    )
+    migrate_parser.add_argument(
+        "--multipart-threshold",
+        type=byte_size,
+        default="5GiB",
+        help="objects larger than this are written back as multipart uploads (default: 5GiB,"
+        " the largest single PUT)",
+    )
+    migrate_parser.add_argument(
+        "--part-size",
+        type=byte_size,
+        default="64MiB",
+        help="plaintext bytes per part of those uploads, 5MiB..5GiB (default: 64MiB)",
     )
     args, extra = parser.parse_known_args(argv)
     if args.command == "demo":
