@@ -48,6 +48,7 @@ def mitmdump_args(
         "--set", "block_global=false",
         "--set", "keep_host_header=true",
         "--set", "connection_strategy=lazy",
+        "--set", "gw_lean=true",
         "--flow-detail", "0",
         *extra,
     ]  # fmt: skip

@@ -18,6 +18,7 @@ from addons.auth import ClientAuth
 from addons.config import Config
 from addons.context import RequestContext
 from addons.health import Health
+from addons.lean import DropUnusedBuiltins
 from addons.limits import Limits
 from addons.listing import ListingTranslation
 from addons.metrics import Metrics
@@ -33,6 +34,7 @@ config = Config()
 
 addons = [
     config,
+    DropUnusedBuiltins(),
     TlsOptions(config),
     Route(config),
     Health(config),
