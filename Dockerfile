@@ -8,7 +8,10 @@
 #
 # The configuration is read from /etc/s3gw/gateway.yaml ($S3GW_CONFIG); any
 # key can be overridden with S3GW_* environment variables, and secrets can be
-# mounted as files and named with the *_file keys (see the README).
+# mounted as files and named with the *_file keys (see the README). Secret
+# files readable by all users or writable by others are refused: give them mode
+# 0400/0600 owned by uid 10001, or 0440/0640 with group 10001 (Swarm secrets:
+# mode: 0400, uid: "10001"; Kubernetes: defaultMode 0440 with fsGroup 10001).
 
 ARG PYTHON_IMAGE=python:3.12-slim
 

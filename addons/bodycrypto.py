@@ -84,8 +84,43 @@ def add_envelope(headers: http.Headers, envelope: Envelope, provider: ProviderPr
         log.warning("s3gw: object metadata uses %d of %d bytes", budget.used, budget.limit)
 
 
+class PlainBody:
+    """The cipher of a ``passthrough`` bucket: the verified plaintext, unchanged.
+
+    It still counts the bytes, as ``FrameEncryptor`` does, so a body that does
+    not match its announced length never reaches the backend complete.
+    """
+
+    def __init__(self, plaintext_length: int) -> None:
+        self.ciphertext_length = plaintext_length
+        self._remaining = plaintext_length
+
+    def update(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        if len(data) > self._remaining:
+            raise LengthMismatch("more plaintext than the announced length")
+        self._remaining -= len(data)
+        return [bytes(data)] if data else []
+
+    def finalize(self) -> list[bytes]:
+        if self._remaining:
+            raise LengthMismatch(f"plaintext ended {self._remaining} bytes early")
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+def pass_request_body(flow: http.HTTPFlow, state: FlowState, checks: UploadChecks) -> None:
+    """Forward a verified, decoded plaintext body (bucket policy ``passthrough``)."""
+    encrypt_request_body(flow, state, PlainBody(checks.plaintext_length), checks)
+    state.encryption = "none"
+
+
 def encrypt_request_body(
-    flow: http.HTTPFlow, state: FlowState, encryptor: FrameEncryptor, checks: UploadChecks
+    flow: http.HTTPFlow,
+    state: FlowState,
+    encryptor: FrameEncryptor | PlainBody,
+    checks: UploadChecks,
 ) -> None:
     """Make the request carry ``encryptor``'s frame instead of the client's body.
 

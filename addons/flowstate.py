@@ -12,6 +12,7 @@ from mitmproxy import ctx, http
 
 from addons.s3.errors import S3Error, error_xml
 from addons.s3.ops import S3Operation
+from addons.settings import BucketPolicy
 
 _KEY = "s3gw"
 log = logging.getLogger("s3gw")
@@ -23,6 +24,8 @@ class FlowState:
     operation: S3Operation
     started: float = field(default_factory=time.monotonic)
     auth: Any = None  # addons.s3.sigv4.AuthContext once the client is authenticated
+    # The bucket's policy, looked up once by RequestContext; read by the body addons.
+    policy: BucketPolicy = BucketPolicy.ENCRYPT
     # Set by the addon that rewrote the body; read by the re-signer.
     streamed_request: bool = False
     error: S3Error | None = None

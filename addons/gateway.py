@@ -3,20 +3,27 @@
 Order matters: requests pass the addons top to bottom. TlsOptions turns the
 TLS settings into mitmproxy options, Route picks each flow's backend (the
 configured one or, in forward-proxy mode, the S3 host the request names),
-Health answers probes, RequestContext names the operation, ClientAuth verifies
-the client's signature, EnvelopeSeen keeps the envelope the backend sent,
+Health answers probes, RequestContext names the operation (and looks up the
+bucket's policy), ClientAuth verifies the client's signature, BucketPolicyGate
+refuses buckets whose policy is ``refuse``, EnvelopeSeen keeps the envelope the backend sent,
 ObjectCrypto rewrites bodies, ListingTranslation shows plaintext sizes in
 listings, Multipart handles multipart uploads and objects, and Resign signs
-what is forwarded. The observers come last, so every hook of theirs sees the
-flow as the other addons left it: Tracing (which only adds a ``traceparent``
+what is forwarded. Deadlines closes backend connections that connect or answer
+too slowly (after Resign, so its clock starts once the hooks above are done).
+The observers come last, so every hook of theirs sees the flow as the other
+addons left it: Tracing (which only adds a ``traceparent``
 header, not covered by the backend signature), Metrics, AccessLog and
-FlowFacts (the S3 facts as flow comments, for mitmweb).
+FlowFacts (the S3 facts as flow comments, for mitmweb). DecryptedView adds a
+content view that shows a stored ciphertext object decrypted, for mitmweb.
 """
 
 from addons.accesslog import AccessLog
 from addons.auth import ClientAuth
+from addons.bucketpolicy import BucketPolicyGate
 from addons.config import Config
 from addons.context import RequestContext
+from addons.deadlines import Deadlines
+from addons.decryptview import DecryptedView
 from addons.health import Health
 from addons.lean import DropUnusedBuiltins
 from addons.limits import Limits
@@ -41,13 +48,16 @@ addons = [
     RequestContext(config),
     Limits(config),
     ClientAuth(config),
+    BucketPolicyGate(config),
     EnvelopeSeen(),
     ObjectCrypto(config),
     ListingTranslation(config),
     Multipart(config),
     Resign(config),
+    Deadlines(config),
     Tracing(config),
     Metrics(config),
     AccessLog(config),
     FlowFacts(config),
+    DecryptedView(config),
 ]

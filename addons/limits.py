@@ -26,7 +26,8 @@ signature is verified by ClientAuth and before anything is forwarded:
   XML error document (``BadGateway``, 502) with the request id instead of
   mitmproxy's HTML error page. A streamed response gets nothing added: its
   headers may be out, so the client's connection is cut and it sees a body
-  shorter than the announced ``Content-Length``.
+  shorter than the announced ``Content-Length``. A backend that misses a
+  deadline of ``addons/deadlines.py`` gets ``ServiceUnavailable`` (503) instead.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ import threading
 import time
 from xml.etree import ElementTree
 
+from defusedxml import DefusedXmlException
+from defusedxml import ElementTree as DefusedElementTree
 from mitmproxy import ctx, http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.connection import ConnectionState
@@ -45,6 +48,8 @@ from mitmproxy.net.http.http1 import assemble_response
 
 from addons.auth import verify_request
 from addons.config import Config
+from addons.deadlines import deadline_expired
+from addons.failsafe import fail_closed
 from addons.flowstate import active_state, refuse, respond_error, state_of
 from addons.s3.errors import BAD_GATEWAY, S3Error, error_xml
 
@@ -106,15 +111,18 @@ def user_metadata_bytes(headers: http.Headers) -> int:
     total = 0
     for name, value in headers.items(multi=True):
         if name.lower().startswith(_META_PREFIX):
-            total += len(name[len(_META_PREFIX) :].encode()) + len(value.encode())
+            # Wire bytes: mitmproxy hands over non-UTF-8 header bytes as surrogate escapes.
+            name_bytes = name[len(_META_PREFIX) :].encode("utf-8", "surrogateescape")
+            total += len(name_bytes) + len(value.encode("utf-8", "surrogateescape"))
     return total
 
 
 def delete_objects_key_count(body: bytes) -> int:
     """Number of ``<Object>`` entries of a DeleteObjects body; raises MalformedXML."""
     try:
-        root = ElementTree.fromstring(body)
-    except ElementTree.ParseError:
+        # defusedxml: no DTDs, entity declarations or external references.
+        root = DefusedElementTree.fromstring(body, forbid_dtd=True)
+    except (ElementTree.ParseError, DefusedXmlException, LookupError):  # LookupError: encoding=
         raise S3Error("MalformedXML") from None
     if root.tag.rsplit("}", 1)[-1] != "Delete":
         raise S3Error("MalformedXML")
@@ -161,6 +169,7 @@ class Limits:
 
     # ----------------------------------------------------------------- requests
 
+    @fail_closed
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         state = active_state(flow)
         if state is None:
@@ -212,6 +221,7 @@ class Limits:
         access_key: str = state.auth.access_key
         return access_key
 
+    @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
         state = active_state(flow)
         if state is None or flow.request.stream:
@@ -243,7 +253,11 @@ class Limits:
             return
         if not flow.request.http_version.startswith("HTTP/1"):
             return  # mitmproxy's own answer keeps HTTP/2 framing intact
-        if flow.metadata.get(_ADMITTED):
+        if flow.metadata.get(_ADMITTED) and deadline_expired(flow):
+            # A backend too slow to connect or to answer: S3's "try again" (503).
+            error = S3Error("ServiceUnavailable")
+            state.error = error
+        elif flow.metadata.get(_ADMITTED):
             error = S3Error(BAD_GATEWAY)
             log.warning("s3gw: backend failed before answering %s: %s", state.request_id, message)
             # state.error stays unset: the observers report the flow as a backend

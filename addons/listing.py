@@ -5,6 +5,8 @@ are at most a few MiB) and every entry's size is rewritten from the stored
 ciphertext length to the plaintext length, computed from the size math with
 the configured chunk size rather than a HEAD per key (ADR 0004). ETags pass
 through unchanged: the gateway shows the backend's ETag everywhere (ADR 0006).
+Listings of ``passthrough`` buckets are not rewritten: their objects are stored
+as sent (ADR 0007).
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import logging
 from mitmproxy import http
 
 from addons.config import Config
+from addons.failsafe import fail_closed_response
 from addons.flowstate import FlowState, error_body_response, state_of
 from addons.s3.errors import BAD_GATEWAY, S3Error
 from addons.s3.listxml import MAX_LISTING_BYTES, plaintext_listing
 from addons.s3.ops import Action
+from addons.settings import BucketPolicy
 from addons.transforms import ReplaceBodyTransform
 
 log = logging.getLogger("s3gw")
@@ -34,6 +38,8 @@ def _listing_state(flow: http.HTTPFlow) -> FlowState | None:
     operation = state.operation
     if operation.action is not Action.LIST or operation.name not in _LISTINGS_WITH_SIZES:
         return None
+    if state.policy is BucketPolicy.PASSTHROUGH:
+        return None
     return state if flow.response.status_code == 200 else None
 
 
@@ -48,6 +54,7 @@ class ListingTranslation:
     def __init__(self, config: Config) -> None:
         self._config = config
 
+    @fail_closed_response
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         state = _listing_state(flow)
         if state is None:
@@ -63,6 +70,7 @@ class ListingTranslation:
         # stream_large_bodies option would stream it.
         response.stream = False
 
+    @fail_closed_response
     def response(self, flow: http.HTTPFlow) -> None:
         state = _listing_state(flow)
         response = flow.response

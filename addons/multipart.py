@@ -13,6 +13,11 @@
 - AbortMultipartUpload and ListParts: upload ids swapped, part sizes shown in
   plaintext. ListMultipartUploads passes through with the backend's ids.
 
+In a ``passthrough`` bucket, uploads created there keep the backend's upload
+id and store their parts as sent (still verified); an upload created while the
+bucket was ``encrypt`` (a gateway token) stays encrypted to its end, and a
+backend id is never accepted in an ``encrypt`` bucket (ADR 0007).
+
 Reading multipart objects is :class:`addons.multipartreads.MultipartReads`.
 See docs/adr/0005-stateless-multipart-upload-ids.md.
 """
@@ -31,9 +36,11 @@ from addons.bodycrypto import (
     add_envelope,
     drop_checksum_headers,
     encrypt_request_body,
+    pass_request_body,
     reject_reserved_metadata,
 )
 from addons.config import Config
+from addons.failsafe import fail_closed, fail_closed_async, fail_closed_response
 from addons.flowstate import (
     FlowState,
     active_state,
@@ -64,7 +71,7 @@ from addons.s3.multipartxml import (
 )
 from addons.s3.ops import Action
 from addons.s3.uploadid import UploadToken, with_upload_id
-from addons.settings import Backend, Settings
+from addons.settings import Backend, BucketPolicy, Settings
 from crypto import CryptoError, DataKey, Envelope, FormatError, FrameEncryptor, plaintext_length
 
 log = logging.getLogger("s3gw")
@@ -87,6 +94,7 @@ class UploadRequest:
     chunk_size: int
     data_key: DataKey | None = None  # CreateMultipartUpload: sealed into the token
     backend_upload_id: str = ""
+    plain: bool = False  # an upload of a passthrough bucket: the backend's id, parts as sent
 
 
 class MultipartUploads:
@@ -95,6 +103,7 @@ class MultipartUploads:
 
     # -- requests -----------------------------------------------------------
 
+    @fail_closed
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         state = active_state(flow)
         if state is None or state.operation.action not in (Action.MULTIPART, Action.ENCRYPT_PART):
@@ -107,7 +116,9 @@ class MultipartUploads:
                 return
             number = part_number(state.operation.param("partNumber")) if name == "UploadPart" else 0
             upload = self._open_upload(flow, state, settings)
-            if name == "UploadPart":
+            if name == "UploadPart" and upload.plain:
+                self._begin_plain_part(flow, state)
+            elif name == "UploadPart":
                 self._begin_part(flow, state, upload, number)
             elif name == "CompleteMultipartUpload":
                 self._begin_complete(flow)
@@ -123,6 +134,9 @@ class MultipartUploads:
         # which only sees ciphertext, must not expect any.
         headers.pop("x-amz-checksum-algorithm", None)
         headers.pop("x-amz-checksum-type", None)
+        if state.policy is BucketPolicy.PASSTHROUGH:
+            state.encryption = "none"  # no envelope, no token: the backend's upload id
+            return
         data_key = DataKey.generate(settings.algorithm, settings.chunk_size)
         try:
             add_envelope(
@@ -145,6 +159,10 @@ class MultipartUploads:
         try:
             token = UploadToken.decode(text)
         except FormatError:
+            if state.policy is BucketPolicy.PASSTHROUGH and text:
+                upload = UploadRequest(text, settings.chunk_size, None, text, plain=True)
+                state.multipart = upload
+                return upload
             if operation.name == "AbortMultipartUpload" and text:
                 # Ids from ListMultipartUploads are the backend's; aborting needs no key.
                 return UploadRequest(text, settings.chunk_size, backend_upload_id=text)
@@ -177,6 +195,12 @@ class MultipartUploads:
         upload.data_key = None
         encrypt_request_body(flow, state, encryptor, checks)
 
+    def _begin_plain_part(self, flow: http.HTTPFlow, state: FlowState) -> None:
+        checks = upload_checks(flow.request.headers, state.auth)
+        if checks.plaintext_length > MAX_PART_SIZE:
+            raise S3Error("EntityTooLarge")
+        pass_request_body(flow, state, checks)
+
     def _begin_complete(self, flow: http.HTTPFlow) -> None:
         headers = flow.request.headers
         if any(name in headers for name in _FULL_OBJECT_CHECKSUMS):
@@ -187,6 +211,7 @@ class MultipartUploads:
         if int(length) > MAX_COMPLETE_BODY:
             raise S3Error("MaxMessageLengthExceeded")
 
+    @fail_closed_async
     async def request(self, flow: http.HTTPFlow) -> None:
         state = active_state(flow)
         if state is None or state.operation.name != "CompleteMultipartUpload":
@@ -206,6 +231,13 @@ class MultipartUploads:
             verifier.update(body)  # only Content-MD5 is left: others were refused
             verifier.verify()
         parts = parse_complete_request(body)
+        if upload.plain:
+            # The backend checks the parts itself; their checksums were verified here and
+            # not stored, so only part numbers and ETags are forwarded.
+            for name in ("content-md5", "content-encoding"):
+                request.headers.pop(name, None)
+            request.content = complete_request_xml(parts)
+            return
         path = request.path.split("?", 1)[0]
         backend = flow_backend(flow, self._config.current())
         listed = await self._listed_parts(backend, path, upload.backend_upload_id)
@@ -251,6 +283,7 @@ class MultipartUploads:
 
     # -- responses ----------------------------------------------------------
 
+    @fail_closed_response
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         state = _answered(flow)
         if state is None:
@@ -262,6 +295,7 @@ class MultipartUploads:
         if state.operation.name in ("CreateMultipartUpload", "ListParts"):
             response.stream = False  # the upload ids in the document are rewritten
 
+    @fail_closed_response
     def response(self, flow: http.HTTPFlow) -> None:
         upload_state = state_of(flow)
         upload: UploadRequest | None = upload_state.multipart if upload_state else None
@@ -276,7 +310,7 @@ class MultipartUploads:
         if state is None or state.operation.name not in ("CreateMultipartUpload", "ListParts"):
             return
         response = flow.response
-        if response is None or upload is None:
+        if response is None or upload is None or upload.plain:
             return
         try:
             document = response.get_content() or b""

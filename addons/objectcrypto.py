@@ -5,6 +5,8 @@ the digests the client sent and encrypted as one S3G1 frame; the envelope goes
 into one ``x-amz-meta-*`` header and ``Content-Length`` becomes the ciphertext
 length. GetObject/HeadObject: the envelope is opened, the body decrypted, and
 sizes, ranges and headers are translated back to the plaintext view.
+In a ``passthrough`` bucket (``bucket_policies``) PutObject bodies are verified
+and stored as sent; objects there that carry an envelope are still decrypted.
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ from addons.bodycrypto import (
     drop_checksum_headers,
     encrypt_request_body,
     if_range_refused,
+    pass_request_body,
     reject_reserved_metadata,
     serve_planned_range,
 )
 from addons.config import Config
+from addons.failsafe import fail_closed, fail_closed_async, fail_closed_response_async
 from addons.flowstate import (
     FlowState,
     active_state,
@@ -50,10 +54,10 @@ from addons.multipartreads import (
     part_headers_before,
     stored_part_count,
 )
-from addons.route import flow_backend
+from addons.route import flow_backend, side_request_target
 from addons.s3.errors import S3Error
 from addons.s3.ops import Action, refusal_message
-from addons.settings import Settings
+from addons.settings import BucketPolicy, Settings
 from addons.transforms import (
     DownloadTransform,
     InputWindow,
@@ -78,6 +82,19 @@ from crypto.format import HEADER_LENGTH, TAG_LENGTH
 log = logging.getLogger("s3gw")
 
 MAX_OBJECT_SIZE = 5 * 1024**4  # S3's single-object limit
+# A copy must not turn plaintext into an object of a bucket whose objects are encrypted.
+UNENCRYPTED_COPY_SOURCE = (
+    "The source object is not encrypted, and the destination bucket's policy is encrypt:"
+    " a server-side copy would store it unencrypted. Download the object and upload it"
+    " through the gateway instead."
+)
+# An ETag no object has: a copy that must not happen unverified can then only fail.
+_NO_ETAG = '"s3gw-unverified-copy-source"'
+
+
+def plaintext_allowed(state: FlowState, settings: Settings) -> bool:
+    """Whether an object without an envelope may be served to this request."""
+    return settings.allow_plaintext_reads or state.policy is BucketPolicy.PASSTHROUGH
 
 
 class ObjectCrypto:
@@ -86,6 +103,7 @@ class ObjectCrypto:
 
     # -- requests -----------------------------------------------------------
 
+    @fail_closed_async
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         state = active_state(flow)
         if state is None:
@@ -94,10 +112,12 @@ class ObjectCrypto:
         try:
             if action is Action.REFUSE:
                 raise S3Error("NotImplemented", refusal_message(state.operation))
-            if action is Action.ENCRYPT_UPLOAD:
+            if action is Action.ENCRYPT_UPLOAD and state.policy is BucketPolicy.PASSTHROUGH:
+                self._begin_plain_upload(flow, state)
+            elif action is Action.ENCRYPT_UPLOAD:
                 self._begin_upload(flow, state, self._config.current())
             elif action is Action.COPY:
-                await self._begin_copy(flow, self._config.current())
+                await self._begin_copy(flow, state, self._config.current())
             elif action is Action.DECRYPT_DOWNLOAD:
                 await self._begin_download(flow, state, self._config.current())
             elif action is Action.HEAD_OBJECT:
@@ -123,22 +143,39 @@ class ObjectCrypto:
             raise
         encrypt_request_body(flow, state, encryptor, checks)
 
-    async def _begin_copy(self, flow: http.HTTPFlow, settings: Settings) -> None:
+    def _begin_plain_upload(self, flow: http.HTTPFlow, state: FlowState) -> None:
+        """PutObject into a ``passthrough`` bucket: verified, decoded, stored as sent."""
+        headers = flow.request.headers
+        reject_reserved_metadata(headers)  # a forged envelope would be "decrypted"
+        checks = upload_checks(headers, state.auth)
+        if checks.plaintext_length > MAX_OBJECT_SIZE:
+            raise S3Error("EntityTooLarge")
+        pass_request_body(flow, state, checks)
+
+    async def _begin_copy(self, flow: http.HTTPFlow, state: FlowState, settings: Settings) -> None:
         """CopyObject stays server-side: the data key travels in the envelope.
 
         With ``COPY`` the backend copies the envelope along with the metadata.
         With ``REPLACE`` the client's new metadata would drop it, so the
         source's envelope is read (HEAD) and added, re-wrapped under the
-        active KEK; the copy is made conditional on the source ETag seen, so a
-        concurrent overwrite cannot pair other bytes with this envelope.
+        active KEK. Into an ``encrypt`` bucket, a source without an envelope is
+        refused (also read with a HEAD): the copy would store plaintext there.
+        The copy is made conditional on the source ETag seen, so a concurrent
+        overwrite cannot pair other bytes with this envelope or slip plaintext in.
         """
         headers = flow.request.headers
         reject_reserved_metadata(headers)
-        if headers.get("x-amz-metadata-directive", "COPY").upper() != "REPLACE":
+        replace = headers.get("x-amz-metadata-directive", "COPY").upper() == "REPLACE"
+        into_encrypted = state.policy is BucketPolicy.ENCRYPT
+        if not replace and not into_encrypted:
             return
         source = copy_source_path(headers.get("x-amz-copy-source", ""))
-        status, source_headers = await head_object(flow_backend(flow, settings), source)
+        backend, source = side_request_target(flow, settings, source)  # the source's bucket
+        status, source_headers = await head_object(backend, source)
         if status != 200:
+            if into_encrypted:
+                # Unverified: the backend may answer its own error (NoSuchKey...), never copy.
+                headers["x-amz-copy-source-if-match"] = _NO_ETAG
             return  # the backend answers the copy with the right error
         etag = source_headers.get("etag", "")
         wanted = headers.get("x-amz-copy-source-if-match")
@@ -147,7 +184,11 @@ class ObjectCrypto:
         headers["x-amz-copy-source-if-match"] = etag
         value = source_headers.get(ENVELOPE_HEADER)
         if value is None:
-            return  # an unencrypted source stays as it is stored
+            if into_encrypted:
+                raise S3Error("InvalidRequest", UNENCRYPTED_COPY_SOURCE)
+            return  # an unencrypted source stays as it is stored (passthrough bucket)
+        if not replace:
+            return  # the envelope is copied with the rest of the metadata
         try:
             envelope = Envelope.decode(value).rewrap(settings.keyring)
         except CryptoError as error:
@@ -157,6 +198,7 @@ class ObjectCrypto:
         if budget.exceeded:
             raise S3Error("MetadataTooLarge")
 
+    @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
         state = active_state(flow)
         if state is None or state.upload is None:
@@ -205,11 +247,12 @@ class ObjectCrypto:
                     first, last = 0, 0
                 requested = RangeRequest(first, last)
         flow.request.headers["range"] = covering_range(
-            requested, chunk_size, plaintext_possible=settings.allow_plaintext_reads
+            requested, chunk_size, plaintext_possible=plaintext_allowed(state, settings)
         )
 
     # -- responses ----------------------------------------------------------
 
+    @fail_closed_response_async
     async def responseheaders(self, flow: http.HTTPFlow) -> None:
         state = state_of(flow)
         response = flow.response
@@ -248,7 +291,7 @@ class ObjectCrypto:
     def _serve_plaintext(self, flow: http.HTTPFlow, state: FlowState, settings: Settings) -> None:
         response = flow.response
         assert response is not None
-        if not settings.allow_plaintext_reads:
+        if not plaintext_allowed(state, settings):
             raise S3Error(
                 "AccessDenied", "The object is not encrypted and plaintext reads are off."
             )

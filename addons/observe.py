@@ -17,6 +17,7 @@ from urllib.parse import quote, unquote_plus
 from mitmproxy import http
 
 from addons.config import Config
+from addons.deadlines import deadline_expired
 from addons.flowstate import CryptoStats, FlowState
 from addons.s3.errors import BAD_GATEWAY, ERROR_CODES
 from addons.s3.ops import Action, S3Operation
@@ -173,6 +174,8 @@ def backend_error(flow: http.HTTPFlow, state: FlowState, result: Outcome) -> str
         return "bad_response"
     if flow.response is None and state.error is None and result.error_code == BAD_GATEWAY:
         return "unreachable"
+    if deadline_expired(flow):
+        return "unreachable"  # it missed a connect or read deadline (addons/deadlines.py)
     return None
 
 

@@ -56,7 +56,14 @@ def backend_client(settings: Settings) -> Any:
         aws_access_key_id=settings.backend.access_key_id,
         aws_secret_access_key=settings.backend.secret_access_key,
         verify=settings.backend.ca_bundle or None,
-        config=BotocoreConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
+        # botocore's "standard" retries: connection errors, timeouts, 500/502/503/504 and
+        # throttling, with exponential backoff and full jitter (ADR 0008).
+        config=BotocoreConfig(
+            s3={"addressing_style": "path"},
+            connect_timeout=settings.backend.connect_timeout,
+            read_timeout=settings.backend.read_timeout,
+            retries={"total_max_attempts": 1 + settings.backend.retries, "mode": "standard"},
+        ),
     )
 
 

@@ -4,7 +4,8 @@ Every leaf of the YAML tree can be set from the environment as
 ``S3GW_<PATH>`` with ``__`` between levels, e.g. ``S3GW_BACKEND__URL`` or
 ``S3GW_KEYRING__KEYS__K1__BASE64``. Any string leaf ``name`` may instead be
 given as ``name_file`` (a path whose content, stripped, is the value), so
-secrets can come from mounted files. Client credentials can also be given as
+secrets can come from mounted files (refused if readable by all users or writable by
+others). Client credentials can also be given as
 ``S3GW_CREDENTIALS="AKID1:SECRET1,AKID2:SECRET2"``.
 """
 
@@ -13,10 +14,14 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import enum
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -45,6 +50,9 @@ class Backend:
     access_key_id: str
     secret_access_key: str
     ca_bundle: str = ""  # PEM file of CAs trusted for an https backend ("": the system's)
+    connect_timeout: float = 10.0  # seconds
+    read_timeout: float = 60.0  # seconds: response headers, and any pause in a body
+    retries: int = 2  # of the gateway's own idempotent requests (addons/backend.py)
 
     @property
     def scheme(self) -> str:
@@ -100,6 +108,46 @@ class Observability:
     tracing_sample_ratio: float = 1.0
 
 
+class BucketPolicy(enum.Enum):
+    """What the gateway does with the objects of a bucket (docs/adr/0007-per-bucket-policy.md)."""
+
+    ENCRYPT = "encrypt"  # bodies encrypted on the way in (the default)
+    PASSTHROUGH = "passthrough"  # bodies stored as sent; stored envelopes still decrypted
+    REFUSE = "refuse"  # every request naming the bucket is AccessDenied
+
+
+_GLOB_CHARACTERS = frozenset("*?[")
+
+
+@dataclass(frozen=True)
+class BucketPolicies:
+    """``bucket_policies``: exact bucket names, then glob patterns in file order."""
+
+    exact: Mapping[str, BucketPolicy] = field(default_factory=lambda: MappingProxyType({}))
+    patterns: tuple[tuple[str, BucketPolicy], ...] = ()
+
+    @classmethod
+    def from_pairs(cls, pairs: tuple[tuple[str, str], ...]) -> BucketPolicies:
+        exact: dict[str, BucketPolicy] = {}
+        patterns: list[tuple[str, BucketPolicy]] = []
+        for name, policy in pairs:
+            if _GLOB_CHARACTERS.isdisjoint(name):
+                exact[name] = BucketPolicy(policy)
+            else:
+                patterns.append((name, BucketPolicy(policy)))
+        return cls(MappingProxyType(exact), tuple(patterns))
+
+    def policy_for(self, bucket: str) -> BucketPolicy:
+        policy = self.exact.get(bucket)
+        if policy is not None:
+            return policy
+        for pattern, policy in self.patterns:
+            # Case-sensitive, like bucket names; fnmatch's "*" also crosses dots.
+            if fnmatchcase(bucket, pattern):
+                return policy
+        return BucketPolicy.ENCRYPT
+
+
 @dataclass(frozen=True)
 class Settings:
     backend: Backend
@@ -119,6 +167,7 @@ class Settings:
     observability: Observability = field(default_factory=Observability)
     tls: Tls = field(default_factory=Tls)
     forward: Forward = field(default_factory=Forward)
+    bucket_policies: BucketPolicies = field(default_factory=BucketPolicies)
 
 
 def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -169,12 +218,34 @@ def _resolve_files(node: Any, where: str = "") -> Any:
         key = str(key)
         if key.endswith("_file") and isinstance(value, str):
             try:
+                _check_secret_file(value)
                 out[key[: -len("_file")]] = Path(value).read_text().strip()
             except OSError as error:
+                raise SettingsError(f"{where}{key}: {error}") from None
+            except SettingsError as error:
                 raise SettingsError(f"{where}{key}: {error}") from None
         else:
             out[key] = _resolve_files(value, f"{where}{key}.")
     return out
+
+
+def _check_secret_file(path: str) -> None:
+    """Refuse a secret file others may change or read, as OpenSSH does for private keys.
+
+    The mode of the file itself counts (``stat`` follows symlinks, as in
+    Kubernetes secret volumes, whose ``defaultMode`` 0440 or 0400 passes).
+    """
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        problem = "writable by other users"
+    elif mode & stat.S_IROTH:
+        problem = "readable by all users"
+    else:
+        return
+    raise SettingsError(
+        f"{path} is {problem} (mode {mode:04o}); a secret file must not be: "
+        f"chmod 600 {path} (or 640 for a group the gateway runs in)"
+    )
 
 
 def _kek(key_id: str, spec: Mapping[str, str]) -> bytes:
@@ -214,6 +285,9 @@ def parse_config(tree: Mapping[str, Any]) -> LoadedConfig:
         access_key_id=get("backend.access_key_id"),
         secret_access_key=get("backend.secret_access_key"),
         ca_bundle=get("backend.ca_bundle"),
+        connect_timeout=get("backend.connect_timeout"),
+        read_timeout=get("backend.read_timeout"),
+        retries=get("backend.retries"),
     )
     if backend.scheme not in ("http", "https") or not backend.host:
         raise SettingsError(f"backend.url: {backend.url!r} is invalid; expected an http(s) URL")
@@ -252,6 +326,7 @@ def parse_config(tree: Mapping[str, Any]) -> LoadedConfig:
             allowed_hosts=tuple(host.lower() for host in get("forward.allowed_hosts")),
             other_hosts=get("forward.other_hosts"),
         ),
+        bucket_policies=BucketPolicies.from_pairs(get("bucket_policies")),
     )
     return LoadedConfig(settings, tree)
 

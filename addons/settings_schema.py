@@ -30,7 +30,9 @@ from typing import Any, Literal
 ENV_PREFIX = "S3GW_"
 CONFIG_ENV = "S3GW_CONFIG"
 
-Kind = Literal["string", "url", "integer", "number", "boolean", "names", "credentials", "keys"]
+Kind = Literal[
+    "string", "url", "integer", "number", "boolean", "names", "credentials", "keys", "policies"
+]
 
 _JSON_TYPES: dict[str, str] = {
     "string": "string",
@@ -41,6 +43,7 @@ _JSON_TYPES: dict[str, str] = {
     "names": "array",
     "credentials": "array",
     "keys": "object",
+    "policies": "object",
 }
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -52,6 +55,8 @@ PROVIDERS = ("aws", "minio", "wasabi", "hetzner", "ceph", "generic")
 ACCESS_LOG_FORMATS = ("json", "common", "combined", "s3")
 TRACING_EXPORTERS = ("", "none", "console", "otlp-http", "otlp-grpc", "memory")
 KEY_ID_PATTERN = "^[A-Za-z0-9_-]{1,32}$"
+# Kept in step with addons.settings.BucketPolicy by tests/unit/test_settings_schema.py.
+BUCKET_POLICIES = ("encrypt", "passthrough", "refuse")
 
 
 class SettingsError(ValueError):
@@ -136,6 +141,40 @@ SETTINGS: tuple[Setting, ...] = (
         default="",
     ),
     Setting(
+        "backend.connect_timeout",
+        "number",
+        "Longest wait for a TCP connection to the backend (proxied requests and the "
+        "gateway's own requests).",
+        default=10.0,
+        unit="seconds",
+        minimum=0.1,
+        maximum=600,
+        hot=True,
+    ),
+    Setting(
+        "backend.read_timeout",
+        "number",
+        "Longest wait for the backend's response headers once a request is sent, and "
+        "longest pause within a response body (idle, not total); the client then gets "
+        "`ServiceUnavailable` or, once its body has started, a cut connection.",
+        default=60.0,
+        unit="seconds",
+        minimum=0.1,
+        maximum=3600,
+        hot=True,
+    ),
+    Setting(
+        "backend.retries",
+        "integer",
+        "Retries of the gateway's own backend requests (HEAD/GET; connection errors, "
+        "timeouts, 500/502/503/504) with capped exponential backoff and full jitter. "
+        "Proxied client requests are never retried: the client's SDK retries them.",
+        default=2,
+        minimum=0,
+        maximum=10,
+        hot=True,
+    ),
+    Setting(
         "credentials",
         "credentials",
         "Keys clients sign their requests to the gateway with (SigV4): a list of "
@@ -190,6 +229,18 @@ SETTINGS: tuple[Setting, ...] = (
         hot=True,
     ),
     Setting(
+        "bucket_policies",
+        "policies",
+        "What the gateway does with each bucket: a mapping of bucket name or glob pattern "
+        "(`*`, `?`, `[...]`) to `encrypt`, `passthrough` (bodies stored as sent, envelopes "
+        "still decrypted) or `refuse` (`AccessDenied`). An exact name wins over patterns, "
+        "patterns match in file order, other buckets use `encrypt` (docs/SECURITY.md).",
+        default=(),
+        choices=BUCKET_POLICIES,
+        hot=True,
+        env="S3GW_BUCKET_POLICIES__<BUCKET>",
+    ),
+    Setting(
         "provider",
         "string",
         "Metadata budget profile of the backend.",
@@ -229,7 +280,9 @@ SETTINGS: tuple[Setting, ...] = (
         "forward.allowed_hosts",
         "names",
         "Forward/transparent proxy mode: the S3 hosts requests may name, `*` wildcards "
-        "(e.g. `*.amazonaws.com`); the backend is the host a request names.",
+        "(e.g. `*.amazonaws.com`); the backend is the host a request names. A host "
+        "`<bucket>.<entry>` for an entry without wildcards (e.g. `s3.eu-west-1.amazonaws.com`) "
+        "is virtual-hosted style: its bucket is in the host.",
         default=(),
     ),
     Setting(
@@ -356,12 +409,22 @@ def _expected(setting: Setting) -> str:
         "names": "a list of names (or a comma-separated string)",
         "credentials": "a list of access_key_id + secret_access_key",
         "keys": "a mapping of key id to base64 or passphrase + salt",
+        "policies": "a mapping of bucket name or pattern to a policy",
     }[setting.kind]
-    if setting.choices:
+    if setting.kind == "policies":
+        text += " (" + ", ".join(repr(c) for c in setting.choices) + ")"
+    elif setting.choices:
         text = "one of " + ", ".join(repr(c) for c in setting.choices)
     if setting.unit:
         text += f" ({setting.unit})"
     return text
+
+
+def _key_name(name: Any) -> str:
+    """A mapping key for an error message; not shown unless it looks like a setting name
+    (in the credentials and keyring sections it may be a secret put in the wrong place)."""
+    text = str(name)
+    return repr(text) if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,31}", text) else "<hidden>"
 
 
 def _wrong(setting: Setting, value: Any, problem: str = "") -> SettingsError:
@@ -419,6 +482,8 @@ def _coerce(setting: Setting, value: Any) -> Any:
         return tuple(str(item).strip() for item in items if str(item).strip())
     if kind == "credentials":
         return _credentials(setting, value)
+    if kind == "policies":
+        return _policies(setting, value)
     return _keys(setting, value)
 
 
@@ -434,7 +499,7 @@ def _credentials(setting: Setting, value: Any) -> list[dict[str, str]]:
             )
         unknown = set(entry) - {"access_key_id", "secret_access_key"}
         if unknown:
-            raise SettingsError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+            raise SettingsError(f"{where}: unknown key {_key_name(sorted(unknown)[0])}")
         item = {}
         for key in ("access_key_id", "secret_access_key"):
             field = entry.get(key)
@@ -449,6 +514,25 @@ def _credentials(setting: Setting, value: Any) -> list[dict[str, str]]:
     return out
 
 
+def _policies(setting: Setting, value: Any) -> tuple[tuple[str, str], ...]:
+    """``(bucket or pattern, policy)`` pairs in file order (a tuple: order matters)."""
+    if isinstance(value, tuple):
+        value = dict(value)  # already normalized (a reload compares normalized trees)
+    if not isinstance(value, Mapping):
+        raise _wrong(setting, value)
+    out = []
+    for name, policy in value.items():
+        where = f"{setting.path}.{name}"
+        if not isinstance(name, str) or not name.strip():
+            raise SettingsError(f"{setting.path}: {_show(name)} is not a bucket name or pattern")
+        if not isinstance(policy, str) or policy.strip().lower() not in setting.choices:
+            raise SettingsError(
+                f"{where}: {_show(policy)} is invalid; expected {_expected(setting)}"
+            )
+        out.append((name.strip(), policy.strip().lower()))
+    return tuple(out)
+
+
 def _keys(setting: Setting, value: Any) -> dict[str, dict[str, str]]:
     if not isinstance(value, Mapping):
         raise _wrong(setting, value)
@@ -461,7 +545,7 @@ def _keys(setting: Setting, value: Any) -> dict[str, dict[str, str]]:
             raise SettingsError(f"{where} must be a mapping with base64 or passphrase+salt")
         unknown = set(spec) - {"base64", "passphrase", "salt"}
         if unknown:
-            raise SettingsError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+            raise SettingsError(f"{where}: unknown key {_key_name(sorted(unknown)[0])}")
         out[str(key_id)] = {str(k): str(v) for k, v in spec.items()}
     return out
 
@@ -488,7 +572,10 @@ def normalize(tree: Mapping[str, Any]) -> dict[str, Any]:
             continue
         where = ".".join(section)
         if not isinstance(node, Mapping):
-            raise SettingsError(f"{where}: {_show(node)} is invalid; expected a mapping")
+            # A section holding secrets may have been given one pasted in its place.
+            holds_secret = any(s.secret and s.parts[: len(section)] == section for s in SETTINGS)
+            shown = "<secret>" if holds_secret else _show(node)
+            raise SettingsError(f"{where}: {shown} is invalid; expected a mapping")
         for key in node:
             if str(key) not in allowed:
                 name = f"{where}.{key}" if where else str(key)
@@ -621,7 +708,9 @@ The gateway reads one YAML file (`--config`, `--set gw_config=...` or
   names may be given comma-separated. Client credentials can be given as
   `S3GW_CREDENTIALS="AKID1:SECRET1,AKID2:SECRET2"`.
 - **Secrets from files**: any string key `name` may be given as `name_file: /path`
-  instead; the file's content, stripped, is the value.
+  instead; the file's content, stripped, is the value. A file readable by all users or
+  writable by group or others is refused (`chmod 600`, or `640`), as OpenSSH does
+  for private keys.
 - **Invalid configuration**: the gateway does not start; the message names the
   key, the value (never a secret's) and what was expected. Unknown keys are errors.
 - **Reload**: on `SIGHUP`, and when the file's modification time changes (checked
@@ -651,6 +740,8 @@ def render_docs() -> str:
         )
         if s.required:
             default = "required"
+        elif s.kind == "policies":
+            default = "`{}`"
         elif s.default is None:
             default = "unset"
         elif isinstance(s.default, tuple):
@@ -704,6 +795,14 @@ def _leaf_schema(s: Setting) -> dict[str, Any]:
             "minProperties": 1,
             "propertyNames": {"pattern": KEY_ID_PATTERN},
             "additionalProperties": kek,
+        }
+    if s.kind == "policies":
+        return {
+            "type": "object",
+            "propertyNames": {"minLength": 1},
+            "additionalProperties": {"enum": list(s.choices)},
+            "default": {},
+            "description": s.description,
         }
     schema: dict[str, Any] = {"type": _JSON_TYPES[s.kind]}
     if s.kind == "names":

@@ -24,6 +24,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: docs/ is on sys.path, the
     sys.path.insert(0, str(REPO_ROOT))
 
 from addons.listing import _LISTINGS_WITH_SIZES as LISTINGS_WITH_SIZES  # noqa: E402
+from addons.objectcrypto import UNENCRYPTED_COPY_SOURCE  # noqa: E402
 from addons.s3.errors import S3Error  # noqa: E402
 from addons.s3.ops import Action, S3Operation, classify, refusal_message  # noqa: E402
 
@@ -116,12 +117,21 @@ SECTIONS: list[tuple[str, list[Example]]] = [
             ex("/bucket/key", ("HeadObject", "HEAD")),
             ex("/bucket/key", ("DeleteObject", "DELETE")),
             ex("/bucket?delete", ("DeleteObjects", "POST")),
-            ex("/bucket/key", ("CopyObject", "PUT"), headers=(COPY_SOURCE,)),
+            ex(
+                "/bucket/key",
+                ("CopyObject", "PUT"),
+                headers=(COPY_SOURCE,),
+                note="Into an `encrypt` bucket: one HEAD of the source, and a source without"
+                " an envelope (e.g. from a `passthrough` bucket) is refused with"
+                f' `InvalidRequest` (400): "{UNENCRYPTED_COPY_SOURCE}" The copy is made'
+                " conditional on the source's ETag.",
+            ),
             ex(
                 "/bucket/key",
                 ("CopyObject (`REPLACE`)", "PUT"),
                 headers=(COPY_SOURCE, ("x-amz-metadata-directive", "REPLACE")),
-                note="One HEAD of the source; the copy is made conditional on its ETag.",
+                note="One HEAD of the source; the copy is made conditional on its ETag."
+                " Unencrypted sources into an `encrypt` bucket: `InvalidRequest`, as above.",
             ),
             ex(
                 "/bucket/key?attributes",
@@ -459,7 +469,16 @@ presigned URLs): SigV2 and SigV4a requests are refused whatever the operation
 (`InvalidRequest` and `NotImplemented`). Bucket-level requests not listed
 below are passed through; object-level requests the classifier does not know
 are refused. "Classified as" is the operation name the gateway logs and
-reports in its metrics. How requests flow through the gateway is in
+reports in its metrics.
+
+The table describes buckets whose policy is `encrypt`, the default
+(`bucket_policies`, [ADR 0007](adr/0007-per-bucket-policy.md)). In a
+`passthrough` bucket object bodies (PutObject, UploadPart) are verified and
+stored as sent, multipart uploads keep the backend's upload ids, listing sizes
+are not rewritten, and objects that carry the gateway's envelope are still
+decrypted. Every request naming a `refuse` bucket, as its bucket or as a copy
+source, is answered `AccessDenied` (403) after authentication; ListBuckets is
+not affected. How requests flow through the gateway is in
 [ARCHITECTURE.md](ARCHITECTURE.md); the reasons behind the choices are in the
 [ADRs](adr/).
 """

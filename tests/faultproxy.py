@@ -2,8 +2,10 @@
 
 It forwards every accepted connection to one target and, depending on the
 current ``Fault``, passes bytes through, drops or resets the connection after
-a number of bytes in one direction, delays every piece, or answers the next
-requests itself with S3's ``503 SlowDown``. It runs an asyncio loop in a
+a number of bytes in one direction, stalls (stops forwarding, keeps the
+connection open) after a number of bytes, delays every piece, or answers the
+next requests (optionally only those of one method) itself with S3's
+``503 SlowDown`` and a ``Retry-After``. It runs an asyncio loop in a
 daemon thread of the test process; the fault applies to connections accepted
 after ``set_fault``.
 """
@@ -28,6 +30,7 @@ class Kind(Enum):
     RESET = "reset"  # RST (SO_LINGER 0) on both sides after ``after_bytes``
     DELAY = "delay"  # sleep ``delay`` seconds before forwarding each piece
     SLOWDOWN = "slowdown"  # answer the next ``count`` requests with 503 SlowDown
+    STALL = "stall"  # forward ``after_bytes`` in ``direction``, then nothing until closed
 
 
 class Direction(Enum):
@@ -42,9 +45,11 @@ class Fault:
     after_bytes: int = 0
     delay: float = 0.0
     count: int = 0
+    method: str = ""  # SLOWDOWN: only requests with this method ("": any)
 
 
 PASS = Fault()
+SLOWDOWN_RETRY_AFTER = 2  # seconds, in the Retry-After of every SlowDown answer
 
 SLOWDOWN_BODY = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
@@ -64,6 +69,7 @@ class FaultProxy:
         self._ids = itertools.count(1)
         self.faults_injected = 0  # connections a DROP/RESET fault actually cut
         self.slowdowns_sent = 0
+        self.stalls = 0  # connections a STALL fault actually stalled
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.base_events.Server | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -114,14 +120,21 @@ class FaultProxy:
         with self._lock:
             fault = self._fault
         try:
-            if fault.kind is Kind.SLOWDOWN and self._take_slowdown():
-                await self._answer_slowdown(reader, writer)
-                return
+            head = b""
+            if fault.kind is Kind.SLOWDOWN:
+                # Decided per request, not per connection: a proxy may connect early.
+                head = await reader.readuntil(b"\r\n\r\n")
+                method = head.split(b" ", 1)[0].decode()
+                if (not fault.method or method == fault.method) and self._take_slowdown():
+                    await self._answer_slowdown(head, reader, writer)
+                    return
             try:
                 up_reader, up_writer = await asyncio.open_connection(*self.target)
             except OSError:
                 _reset(writer)
                 return
+            if head:
+                up_writer.write(head)
             cut = asyncio.Event()
             await asyncio.gather(
                 self._pump(reader, up_writer, fault, Direction.UP, cut, (writer, up_writer)),
@@ -140,6 +153,7 @@ class FaultProxy:
         both: tuple[asyncio.StreamWriter, asyncio.StreamWriter],
     ) -> None:
         cutting = fault.kind in (Kind.DROP, Kind.RESET) and fault.direction is direction
+        stalling = fault.kind is Kind.STALL and fault.direction is direction
         sent = 0
         try:
             while not cut.is_set():
@@ -148,6 +162,16 @@ class FaultProxy:
                     break
                 if fault.kind is Kind.DELAY:
                     await asyncio.sleep(fault.delay)
+                if stalling and sent + len(data) >= fault.after_bytes:
+                    data = data[: fault.after_bytes - sent]
+                    if data:
+                        writer.write(data)
+                        await writer.drain()
+                    self.stalls += 1
+                    await cut.wait()  # until the other direction ends: a peer gave up
+                    for end in both:
+                        end.close()
+                    return
                 if cutting and sent + len(data) >= fault.after_bytes:
                     data = data[: fault.after_bytes - sent]
                     if data:
@@ -164,6 +188,8 @@ class FaultProxy:
                 writer.write(data)
                 await writer.drain()
                 sent += len(data)
+            if fault.kind is Kind.STALL:
+                cut.set()  # wakes a stalled other direction
             if writer.can_write_eof():
                 writer.write_eof()
         except (OSError, asyncio.IncompleteReadError):
@@ -172,9 +198,8 @@ class FaultProxy:
                 end.close()
 
     async def _answer_slowdown(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
         length = 0
         for line in head.split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
@@ -184,10 +209,14 @@ class FaultProxy:
             await reader.readexactly(length)
         self.slowdowns_sent += 1
         body = SLOWDOWN_BODY % next(self._ids)
+        length_line = f"Content-Length: {len(body)}\r\n\r\n".encode()
+        if head.startswith(b"HEAD "):
+            body = b""  # HEAD answers announce a length but carry no body
         writer.write(
             b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
+            + f"Retry-After: {SLOWDOWN_RETRY_AFTER}\r\n".encode()
             + b"x-amz-request-id: FAULTPROXY\r\nConnection: close\r\n"
-            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + length_line
             + body
         )
         await writer.drain()

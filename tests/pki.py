@@ -37,8 +37,8 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def make_pki(directory: Path, label: str) -> Pki:
-    """A private CA and a server certificate for localhost and 127.0.0.1."""
+def make_pki(directory: Path, label: str, names: tuple[str, ...] = ()) -> Pki:
+    """A private CA and a server certificate for localhost, 127.0.0.1 and ``names``."""
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -81,7 +81,11 @@ def make_pki(directory: Path, label: str) -> Pki:
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                [
+                    x509.DNSName("localhost"),
+                    *(x509.DNSName(name) for name in names),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
             ),
             critical=False,
         )
@@ -120,13 +124,16 @@ def listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def start_tls_terminator(backend: Backend, work_dir: Path) -> tuple[Backend, Pki]:
-    """``backend`` behind TLS at ``https://127.0.0.1:<port>`` (also ``localhost``).
+def start_tls_terminator(
+    backend: Backend, work_dir: Path, names: tuple[str, ...] = ()
+) -> tuple[Backend, Pki]:
+    """``backend`` behind TLS at ``https://127.0.0.1:<port>`` (also ``localhost``
+    and ``names`` in its certificate).
 
     The returned Backend's process is the terminator; its certificate is
     signed by the returned Pki's CA.
     """
-    pki = make_pki(work_dir, "backend")
+    pki = make_pki(work_dir, "backend", names)
     port = free_port()
     argv = [
         find_executable("mitmdump"),

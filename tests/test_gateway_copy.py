@@ -90,21 +90,26 @@ def test_self_copy_replaces_metadata(backend: Backend, gateway: Gateway, bucket:
     assert got["ContentType"] == "text/plain"
 
 
-def test_copy_of_unencrypted_object_stays_unencrypted(
-    backend: Backend, gateway: Gateway, bucket: str
+@pytest.mark.parametrize("directive", ["COPY", "REPLACE"])
+def test_copy_of_unencrypted_object_into_encrypt_bucket_is_refused(
+    backend: Backend, gateway: Gateway, bucket: str, directive: str
 ) -> None:
+    """A server-side copy would store plaintext in a bucket whose objects are encrypted
+    (docs/adr/0007-per-bucket-policy.md); passthrough buckets copy it as it is."""
     backend.client().put_object(Bucket=bucket, Key="legacy", Body=b"stored before the gateway")
     s3 = gateway.client()
-    s3.copy_object(
-        Bucket=bucket,
-        Key="copy",
-        CopySource={"Bucket": bucket, "Key": "legacy"},
-        MetadataDirective="REPLACE",
-        Metadata={"x": "y"},
-    )
-    got = s3.get_object(Bucket=bucket, Key="copy")
-    assert got["Body"].read() == b"stored before the gateway"
-    assert got["ResponseMetadata"]["HTTPHeaders"]["x-s3gw-encryption"] == "none"
+    with pytest.raises(ClientError) as caught:
+        s3.copy_object(
+            Bucket=bucket,
+            Key="copy",
+            CopySource={"Bucket": bucket, "Key": "legacy"},
+            MetadataDirective=directive,
+            Metadata={"x": "y"},
+        )
+    assert caught.value.response["Error"]["Code"] == "InvalidRequest"
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    keys = [o["Key"] for o in backend.client().list_objects_v2(Bucket=bucket)["Contents"]]
+    assert keys == ["legacy"]
 
 
 def test_copy_with_reserved_metadata_is_refused(gateway: Gateway, bucket: str) -> None:

@@ -1,5 +1,6 @@
 """Forward-proxy mode for apps that keep their S3 endpoint: boto3 with ``proxies``
-and the gateway's CA reaches an https backend addressed by host name (``localhost``)."""
+and the gateway's CA reaches an https backend addressed by host name (``localhost``,
+or ``<bucket>.s3.localhost`` in virtual-hosted style)."""
 
 from __future__ import annotations
 
@@ -32,11 +33,17 @@ from tests.harness import (
 )
 from tests.pki import Pki, listening, start_tls_terminator
 
+# A certificate name needs two labels after its wildcard: "*.localhost" is refused.
+VIRTUAL_HOST_NAMES = ("s3.localhost", "*.s3.localhost")
+
 
 class ForwardGateway:
     """``mitmdump -s addons/gateway.py --mode regular``: an HTTP(S) proxy."""
 
     def __init__(self, work_dir: Path, config: dict[str, Any]) -> None:
+        # Bucket host names (<bucket>.s3.localhost) must resolve in the gateway.
+        # (A directory of its own: mitmproxy puts a script's directory on sys.path.)
+        resolver = Path(__file__).parent / "scripts" / "localhost_names.py"
         work_dir.mkdir(parents=True, exist_ok=True)
         config_path = work_dir / "gateway.yaml"
         config_path.write_text(yaml.safe_dump(config))
@@ -44,6 +51,8 @@ class ForwardGateway:
         self.port = free_port()
         argv = [
             find_executable("mitmdump"),
+            "-s",
+            str(resolver),
             "-s",
             str(GATEWAY_SCRIPT),
             "--mode",
@@ -96,7 +105,9 @@ class ForwardGateway:
 def tls_backend(
     moto_backend: Backend, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Backend, Pki]]:
-    backend, pki = start_tls_terminator(moto_backend, tmp_path_factory.mktemp("forward-pki"))
+    backend, pki = start_tls_terminator(
+        moto_backend, tmp_path_factory.mktemp("forward-pki"), VIRTUAL_HOST_NAMES
+    )
     try:
         yield backend, pki
     finally:
@@ -108,7 +119,11 @@ def _config(moto_backend: Backend, pki: Pki, other_hosts: str) -> dict[str, Any]
         default_gateway_config(moto_backend),
         {
             "backend": {"ca_bundle": str(pki.ca)},
-            "forward": {"allowed_hosts": ["localhost", "*.localhost"], "other_hosts": other_hosts},
+            # s3.localhost: an endpoint whose subdomains are buckets (virtual-hosted style).
+            "forward": {
+                "allowed_hosts": ["localhost", "*.localhost", "s3.localhost"],
+                "other_hosts": other_hosts,
+            },
         },
     )
 
@@ -159,6 +174,70 @@ def test_boto3_through_the_forward_proxy_to_a_backend_named_by_host(
     stored = moto_backend.client().get_object(Bucket=bucket, Key="k")
     assert "s3gw" in stored["Metadata"]
     assert body[:64] not in stored["Body"].read()
+
+
+def test_virtual_hosted_style_through_the_forward_proxy(
+    moto_backend: Backend,
+    tls_backend: tuple[Backend, Pki],
+    forward_gateway: ForwardGateway,
+) -> None:
+    """``<bucket>.s3.localhost``: the bucket comes from the host, for crypto, auth and
+    re-signing, listings, multipart uploads and a REPLACE copy (a side request)."""
+    backend, _ = tls_backend
+    bucket = make_bucket(moto_backend, prefix="fwdv")
+    app = s3_client(
+        f"https://s3.localhost:{_backend_port(backend)}",
+        GATEWAY_USER,
+        region=backend.region,
+        verify=str(forward_gateway.ca_cert_path),
+        config=Config(
+            proxies={"https": forward_gateway.proxy_url}, s3={"addressing_style": "virtual"}
+        ),
+    )
+    body = b"virtual-hosted style " * 3000
+    put = app.put_object(Bucket=bucket, Key="dir/k", Body=body, Metadata={"m": "v"})
+    assert put["ResponseMetadata"]["HTTPStatusCode"] == 200
+    answer = app.get_object(Bucket=bucket, Key="dir/k", Range="bytes=100-199")
+    assert answer["Body"].read() == body[100:200]
+    assert answer["ResponseMetadata"]["HTTPHeaders"]["x-s3gw-encryption"] == "s3g1"
+    assert app.head_object(Bucket=bucket, Key="dir/k")["ContentLength"] == len(body)
+    listed = app.list_objects_v2(Bucket=bucket)["Contents"]
+    assert [(o["Key"], o["Size"]) for o in listed] == [("dir/k", len(body))]
+    app.copy_object(
+        Bucket=bucket,
+        Key="copy",
+        CopySource={"Bucket": bucket, "Key": "dir/k"},
+        MetadataDirective="REPLACE",
+        Metadata={"m": "w"},
+    )
+    assert app.get_object(Bucket=bucket, Key="copy")["Body"].read() == body
+    part = os.urandom(5 * 1024 * 1024)
+    upload = app.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
+    etags = [
+        app.upload_part(Bucket=bucket, Key="mp", UploadId=upload, PartNumber=n, Body=data)["ETag"]
+        for n, data in ((1, part), (2, b"tail"))
+    ]
+    app.complete_multipart_upload(
+        Bucket=bucket,
+        Key="mp",
+        UploadId=upload,
+        MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, 1)]},
+    )
+    assert app.get_object(Bucket=bucket, Key="mp")["Body"].read() == part + b"tail"
+    for key in ("dir/k", "copy", "mp"):
+        stored = moto_backend.client().get_object(Bucket=bucket, Key=key)
+        assert "s3gw" in stored["Metadata"], key
+        assert body[:64] not in stored["Body"].read()
+    with pytest.raises(Exception, match="SignatureDoesNotMatch"):
+        s3_client(
+            f"https://s3.localhost:{_backend_port(backend)}",
+            type(GATEWAY_USER)(GATEWAY_USER.access_key_id, "not-the-secret"),
+            region=backend.region,
+            verify=str(forward_gateway.ca_cert_path),
+            config=Config(
+                proxies={"https": forward_gateway.proxy_url}, s3={"addressing_style": "virtual"}
+            ),
+        ).get_object(Bucket=bucket, Key="dir/k")
 
 
 def test_a_bad_signature_is_refused_in_forward_mode(

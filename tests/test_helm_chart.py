@@ -109,6 +109,7 @@ def test_rendered_configuration_is_accepted_by_the_gateway(
         line.split(secret_dir, 1)[1].split()[0] for line in text.splitlines() if secret_dir in line
     }:
         (tmp_path / name).write_text(_fake_secret(name))
+        (tmp_path / name).chmod(0o440)  # the chart's defaultMode; 0644 would be refused
     config = tmp_path / "gateway.yaml"
     config.write_text(text.replace(secret_dir, f"{tmp_path}/"))
     environ = {e["name"]: e.get("value") or _fake_secret(e["name"]) for e in container["env"]}

@@ -157,3 +157,9 @@ def classify(
     if method == "DELETE":
         return op("DeleteObject", Action.PASS)
     return op("Unknown", Action.REFUSE)
+
+
+def copy_source_bucket(value: str) -> str:
+    """The bucket an ``x-amz-copy-source`` value (``[/]bucket/key[?versionId=v]``) names."""
+    path = value.strip().partition("?")[0].lstrip("/")
+    return unquote(path.split("/", 1)[0])

@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from addons.settings import SettingsError, load_settings, parse_settings
+from addons.settings import (
+    BucketPolicy,
+    SettingsError,
+    load_settings,
+    parse_config,
+    parse_settings,
+)
+from addons.settings_schema import changes
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "gateway.example.yaml"
 
@@ -35,6 +42,7 @@ def test_example_config_loads_with_its_secret_files(tmp_path: Path) -> None:
     for original, value in secrets.items():
         path = tmp_path / Path(original).name
         path.write_text(value + "\n")
+        path.chmod(0o600)  # secret files readable by all are refused
         text = text.replace(original, str(path))
     config = tmp_path / "gateway.yaml"
     config.write_text(text)
@@ -114,3 +122,97 @@ def test_observability_settings_from_yaml_and_environment(tmp_path: Path) -> Non
 def test_invalid_observability_settings(observability: dict[str, object]) -> None:
     with pytest.raises(SettingsError, match="observability"):
         parse_settings({**_minimal(), "observability": observability})
+
+
+def test_bucket_policies_exact_names_win_patterns_in_order(tmp_path: Path) -> None:
+    tree = {
+        **_minimal(),
+        "bucket_policies": {
+            "logs-*": "passthrough",
+            "logs-audit": "Encrypt",
+            "logs-a*": "refuse",  # after "logs-*": never reached
+            "old-?": "refuse",
+        },
+    }
+    policies = parse_settings(tree).bucket_policies
+    assert policies.policy_for("logs-web") is BucketPolicy.PASSTHROUGH
+    assert policies.policy_for("logs-archive") is BucketPolicy.PASSTHROUGH
+    assert policies.policy_for("logs-audit") is BucketPolicy.ENCRYPT
+    assert policies.policy_for("old-1") is BucketPolicy.REFUSE
+    assert policies.policy_for("old-12") is BucketPolicy.ENCRYPT
+    assert policies.policy_for("data") is BucketPolicy.ENCRYPT  # the default
+    assert parse_settings(_minimal()).bucket_policies.policy_for("x") is BucketPolicy.ENCRYPT
+    # From the environment, merged into the file's mapping.
+    config = tmp_path / "gateway.yaml"
+    config.write_text(yaml.safe_dump(tree, sort_keys=False))
+    settings = load_settings(str(config), environ={"S3GW_BUCKET_POLICIES__DATA": "refuse"})
+    assert settings.bucket_policies.policy_for("data") is BucketPolicy.REFUSE
+    assert settings.bucket_policies.policy_for("logs-web") is BucketPolicy.PASSTHROUGH
+
+
+@pytest.mark.parametrize(
+    "policies", [{"b": "encrypted"}, {"b": None}, ["b"], "b=refuse", {"": "refuse"}]
+)
+def test_invalid_bucket_policies_are_refused(policies: object) -> None:
+    with pytest.raises(SettingsError, match="bucket_policies"):
+        parse_settings({**_minimal(), "bucket_policies": policies})
+
+
+def test_bucket_policy_order_is_a_reloadable_change() -> None:
+    first = {"a*": "refuse", "ab*": "passthrough"}
+    second = dict(reversed(first.items()))
+    old = parse_config({**_minimal(), "bucket_policies": first})
+    new = parse_config({**_minimal(), "bucket_policies": second})
+    assert old.settings.bucket_policies.policy_for("abc") is BucketPolicy.REFUSE
+    assert new.settings.bucket_policies.policy_for("abc") is BucketPolicy.PASSTHROUGH
+    found = changes(old.tree, new.tree)
+    assert [(c.path, c.allowed) for c in found] == [("bucket_policies", True)]
+
+
+SECRET = "do-not-print-me-0123456789"
+
+
+@pytest.mark.parametrize(
+    ("mode", "problem"),
+    [
+        (0o644, "readable by all users"),
+        (0o604, "readable by all users"),
+        (0o620, "writable by other users"),
+        (0o602, "writable by other users"),
+        (0o666, "writable by other users"),
+    ],
+)
+def test_secret_files_others_may_read_or_change_are_refused(
+    tmp_path: Path, mode: int, problem: str
+) -> None:
+    secret = tmp_path / "backend-secret"
+    secret.write_text(SECRET + "\n")
+    secret.chmod(mode)
+    tree = _minimal()
+    tree["backend"] = {**tree["backend"], "secret_access_key_file": str(secret)}  # type: ignore[dict-item]
+    del tree["backend"]["secret_access_key"]  # type: ignore[attr-defined]
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(tree)
+    message = str(caught.value)
+    assert message.startswith("backend.secret_access_key_file: ")
+    assert str(secret) in message and problem in message and f"{mode:04o}" in message
+    assert f"chmod 600 {secret}" in message
+    assert SECRET not in message
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o400, 0o640, 0o440])
+def test_private_secret_files_are_read_also_through_symlinks(tmp_path: Path, mode: int) -> None:
+    # Kubernetes secret volumes: a symlink (0777 itself) to a file with defaultMode.
+    data = tmp_path / "..data"
+    data.mkdir()
+    kek = data / "kek"
+    kek.write_text(base64.b64encode(b"s" * 32).decode() + "\n")
+    kek.chmod(mode)
+    link = tmp_path / "kek"
+    link.symlink_to(kek)
+    tree = _minimal()
+    tree["keyring"] = {"active": "k1", "keys": {"k1": {"base64_file": str(link)}}}
+    assert parse_settings(tree).keyring.key_ids() == {"k1"}
+    kek.chmod(0o644)
+    with pytest.raises(SettingsError, match=r"keyring\.keys\.k1\.base64_file: .*chmod 600"):
+        parse_settings(tree)

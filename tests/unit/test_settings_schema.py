@@ -12,7 +12,13 @@ import yaml
 
 from addons import settings_schema
 from addons.accesslog import FORMATS
-from addons.settings import Observability, SettingsError, load_config, parse_settings
+from addons.settings import (
+    BucketPolicy,
+    Observability,
+    SettingsError,
+    load_config,
+    parse_settings,
+)
 from addons.settings_schema import SETTINGS, changes, generated, normalize
 from addons.tracing import EXPORTERS
 from crypto import Algorithm
@@ -52,6 +58,7 @@ def test_choices_match_the_code_that_uses_them() -> None:
     assert set(settings_schema.PROVIDERS) == set(PROFILES)
     assert settings_schema.ACCESS_LOG_FORMATS == FORMATS
     assert set(settings_schema.TRACING_EXPORTERS) - {""} == set(EXPORTERS)
+    assert tuple(p.value for p in BucketPolicy) == settings_schema.BUCKET_POLICIES
 
 
 def test_defaults_match_the_settings_dataclasses() -> None:
