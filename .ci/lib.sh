@@ -115,3 +115,22 @@ ensure_venv() {
         note "dependencies up to date (pyproject.toml unchanged)"
     fi
 }
+
+# On CI only (never on a developer's machine): Debian's nftables and iproute2 for
+# the transparent-mode test, which needs root and a network namespace. Best
+# effort: without them that test is skipped and says why.
+ensure_ci_system_tools() {
+    [[ "${CI:-}" == "true" ]] || return 0
+    command -v nft >/dev/null 2>&1 && command -v ip >/dev/null 2>&1 && return 0
+    if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+        note "no root or apt-get: the transparent-mode test will be skipped"
+        return 0
+    fi
+    step "System tools for the transparent-mode test (apt-get install nftables iproute2)"
+    local log="$VENV_DIR/ci-apt.log"
+    if { timeout 300 apt-get update && DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y --no-install-recommends nftables iproute2; } >"$log" 2>&1; then
+        note "installed"
+    else
+        warn "could not install nftables/iproute2 (log: $log); the transparent-mode test will be skipped"
+    fi
+}
