@@ -88,6 +88,8 @@ UNENCRYPTED_COPY_SOURCE = (
     " a server-side copy would store it unencrypted. Download the object and upload it"
     " through the gateway instead."
 )
+# An object without an envelope whose bytes are an S3G1 frame: never served as data.
+STORED_CIPHERTEXT = "The object's data is encrypted but its envelope metadata is missing."
 # An ETag no object has: a copy that must not happen unverified can then only fail.
 _NO_ETAG = '"s3gw-unverified-copy-source"'
 
@@ -304,8 +306,11 @@ class ObjectCrypto:
             return
         requested = state.range_request
         window = backend_window(response)
+        cut = partial(abort_stream, flow, S3Error("InternalError", STORED_CIPHERTEXT))
         if requested is None or window is None:
-            response.stream = True
+            response.stream = PlainWindowTransform(
+                None, from_start=response.status_code == 200, on_ciphertext=cut
+            )
             return
         try:
             first, last = requested.resolve(window.total)
@@ -317,7 +322,11 @@ class ObjectCrypto:
         response.status_code = 206
         response.headers["content-range"] = f"bytes {first}-{last}/{window.total}"
         response.headers["content-length"] = str(last - first + 1)
-        response.stream = PlainWindowTransform(InputWindow(first - window.first, last - first + 1))
+        response.stream = PlainWindowTransform(
+            InputWindow(first - window.first, last - first + 1),
+            from_start=window.first == 0,
+            on_ciphertext=cut,
+        )
 
     def _serve_encrypted(
         self, flow: http.HTTPFlow, state: FlowState, settings: Settings, value: str
@@ -414,7 +423,9 @@ def covering_range(
         return f"bytes=-{plain + TAG_LENGTH * chunks + extra}"
     start = HEADER_LENGTH + (requested.start // chunk_size) * stride
     if plaintext_possible:
-        start = min(requested.start, start)
+        # From 0 when the range starts within a frame header's length, so that an
+        # unencrypted answer can be checked for being an S3G1 frame after all.
+        start = 0 if requested.start < HEADER_LENGTH else min(requested.start, start)
     if requested.end is None:
         return f"bytes={start}-"
     end = HEADER_LENGTH + (requested.end // chunk_size + 1) * stride - 1

@@ -13,6 +13,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from crypto import HEADER_LENGTH, FormatError, FrameHeader
+
 log = logging.getLogger("s3gw")
 
 OnError = Callable[[Exception], None]
@@ -157,14 +159,48 @@ class DownloadTransform:
 
 
 class PlainWindowTransform:
-    """Serves a byte window of an unencrypted (legacy) object."""
+    """Serves an unencrypted (legacy) object, or a byte window of it.
 
-    def __init__(self, window: InputWindow) -> None:
+    When the bytes start at the object's beginning they must not be an S3G1
+    frame: an encrypted object whose envelope is missing (metadata lost by a
+    copy outside the gateway, or a backend pairing one version's headers with
+    another's body during an overwrite) would otherwise reach the client as
+    its data. The first frame header's worth of bytes is held back and
+    checked; on a match ``on_ciphertext`` is called (it cuts the transfer).
+    """
+
+    def __init__(
+        self, window: InputWindow | None, *, from_start: bool, on_ciphertext: Callable[[], None]
+    ) -> None:
         self._window = window
+        self._head: bytearray | None = bytearray() if from_start else None
+        self._on_ciphertext = on_ciphertext
+        self._failed = False
 
     def __call__(self, data: bytes) -> list[bytes]:
-        piece = self._window.select(data) if data else b""
-        return [piece] if piece else []
+        if self._failed:
+            return []
+        if self._head is not None:
+            self._head += data
+            if data and len(self._head) < HEADER_LENGTH:
+                return []  # never b"": on a chunked answer it would end the body
+            head, self._head = bytes(self._head), None
+            if _is_frame_header(head[:HEADER_LENGTH]):
+                self._failed = True
+                self._on_ciphertext()
+                return []
+            data = head
+        if data and self._window is not None:
+            data = self._window.select(data)
+        return [data] if data else []
+
+
+def _is_frame_header(data: bytes) -> bool:
+    try:
+        FrameHeader.parse(data)
+    except FormatError:
+        return False
+    return True
 
 
 class ReplaceBodyTransform:

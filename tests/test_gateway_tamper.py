@@ -229,6 +229,23 @@ def test_swapped_envelope(backend: Backend, gateway: Gateway, bucket: str) -> No
         assert_logged(gateway, mark, KEY)
 
 
+def test_ciphertext_without_its_envelope_is_not_served_as_data(
+    backend: Backend, gateway: Gateway, bucket: str
+) -> None:
+    """An encrypted body whose metadata was lost would pass for a legacy plaintext object."""
+    stored = write_through_gateway(backend, gateway, bucket, KEY)
+    rewrite_directly(backend, bucket, KEY, stored.ciphertext, {})
+    for range_header in (None, "bytes=0-99", "bytes=10-"):
+        mark = gateway.log_mark()
+        outcome = fetch(gateway, bucket, KEY, range_header)
+        assert_fails_loudly(outcome, stored.plaintext, authentic_prefix=0)
+        assert_logged(gateway, mark, KEY)
+    # A legacy object of fewer bytes than a frame header is still served whole.
+    rewrite_directly(backend, bucket, KEY, stored.ciphertext[:20], {})
+    outcome = fetch(gateway, bucket, KEY)
+    assert outcome.complete and outcome.body == stored.ciphertext[:20]
+
+
 def test_gateway_serves_other_objects_after_failures(
     backend: Backend, gateway: Gateway, bucket: str
 ) -> None:
