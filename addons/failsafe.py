@@ -14,17 +14,19 @@ translated, are wrapped with these decorators instead:
   the client sees a cut transfer, never an untranslated (ciphertext) body
   presented as the object.
 
-The exception is logged with its traceback (code locations only, no local
-values) under the request id. Expected refusals are ``S3Error`` and are
-handled by the hooks themselves; reaching this module is always a bug.
+Both decorators take sync and async hooks. The exception is logged with its
+traceback (code locations only, no local values) under the request id.
+Expected refusals are ``S3Error`` and are handled by the hooks themselves;
+reaching this module is always a bug.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from mitmproxy import http
 
@@ -33,9 +35,8 @@ from addons.s3.errors import S3Error
 
 log = logging.getLogger("s3gw")
 
-_Addon = TypeVar("_Addon")
-SyncHook = Callable[[_Addon, http.HTTPFlow], None]
-AsyncHook = Callable[[_Addon, http.HTTPFlow], Awaitable[None]]
+# A hook method: (addon, flow) -> None, or an awaitable of None.
+_Hook = TypeVar("_Hook", bound=Callable[..., Any])
 
 
 def _log_failure(hook: Callable[..., object], flow: http.HTTPFlow) -> None:
@@ -64,58 +65,37 @@ def _cut_response(flow: http.HTTPFlow) -> None:
     abort_connections(flow)
 
 
-def fail_closed(hook: SyncHook[_Addon]) -> SyncHook[_Addon]:
-    """A request hook (``requestheaders``, ``request``) that never lets a flow through
-    after an unexpected exception."""
+def _guarded(hook: _Hook, on_failure: Callable[[http.HTTPFlow], None]) -> _Hook:
+    """``hook`` (sync or async, as mitmproxy must still see it) with ``on_failure``
+    called after an unexpected exception."""
+    if inspect.iscoroutinefunction(hook):
 
-    @functools.wraps(hook)
-    def guarded(addon: _Addon, flow: http.HTTPFlow) -> None:
+        async def guarded_async(addon: object, flow: http.HTTPFlow) -> None:
+            try:
+                await hook(addon, flow)
+            except Exception:
+                _log_failure(hook, flow)
+                on_failure(flow)
+
+        return cast(_Hook, functools.wraps(hook)(guarded_async))
+
+    def guarded(addon: object, flow: http.HTTPFlow) -> None:
         try:
             hook(addon, flow)
         except Exception:
             _log_failure(hook, flow)
-            _refuse_request(flow)
+            on_failure(flow)
 
-    return guarded
-
-
-def fail_closed_async(hook: AsyncHook[_Addon]) -> AsyncHook[_Addon]:
-    """``fail_closed`` for ``async`` request hooks."""
-
-    @functools.wraps(hook)
-    async def guarded(addon: _Addon, flow: http.HTTPFlow) -> None:
-        try:
-            await hook(addon, flow)
-        except Exception:
-            _log_failure(hook, flow)
-            _refuse_request(flow)
-
-    return guarded
+    return cast(_Hook, functools.wraps(hook)(guarded))
 
 
-def fail_closed_response(hook: SyncHook[_Addon]) -> SyncHook[_Addon]:
-    """A response hook that cuts both connections after an unexpected exception."""
-
-    @functools.wraps(hook)
-    def guarded(addon: _Addon, flow: http.HTTPFlow) -> None:
-        try:
-            hook(addon, flow)
-        except Exception:
-            _log_failure(hook, flow)
-            _cut_response(flow)
-
-    return guarded
+def fail_closed(hook: _Hook) -> _Hook:
+    """A request hook (``requestheaders``, ``request``, sync or async) that never lets a
+    flow through after an unexpected exception."""
+    return _guarded(hook, _refuse_request)
 
 
-def fail_closed_response_async(hook: AsyncHook[_Addon]) -> AsyncHook[_Addon]:
-    """``fail_closed_response`` for ``async`` response hooks."""
-
-    @functools.wraps(hook)
-    async def guarded(addon: _Addon, flow: http.HTTPFlow) -> None:
-        try:
-            await hook(addon, flow)
-        except Exception:
-            _log_failure(hook, flow)
-            _cut_response(flow)
-
-    return guarded
+def fail_closed_response(hook: _Hook) -> _Hook:
+    """A response hook (sync or async) that cuts both connections after an unexpected
+    exception."""
+    return _guarded(hook, _cut_response)

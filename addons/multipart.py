@@ -40,7 +40,7 @@ from addons.bodycrypto import (
     reject_reserved_metadata,
 )
 from addons.config import Config
-from addons.failsafe import fail_closed, fail_closed_async, fail_closed_response
+from addons.failsafe import fail_closed, fail_closed_response
 from addons.flowstate import (
     FlowState,
     active_state,
@@ -211,7 +211,7 @@ class MultipartUploads:
         if int(length) > MAX_COMPLETE_BODY:
             raise S3Error("MaxMessageLengthExceeded")
 
-    @fail_closed_async
+    @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
         state = active_state(flow)
         if state is None or state.operation.name != "CompleteMultipartUpload":

@@ -37,7 +37,7 @@ from addons.bodycrypto import (
     serve_planned_range,
 )
 from addons.config import Config
-from addons.failsafe import fail_closed_response_async
+from addons.failsafe import fail_closed_response
 from addons.flowstate import FlowState, state_of
 from addons.route import flow_backend
 from addons.s3.errors import BAD_GATEWAY, S3Error
@@ -79,7 +79,7 @@ class MultipartReads:
     def __init__(self, config: Config) -> None:
         self._config = config
 
-    @fail_closed_response_async
+    @fail_closed_response
     async def responseheaders(self, flow: http.HTTPFlow) -> None:
         state = state_of(flow)
         response = flow.response

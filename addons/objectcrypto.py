@@ -40,7 +40,7 @@ from addons.bodycrypto import (
     serve_planned_range,
 )
 from addons.config import Config
-from addons.failsafe import fail_closed, fail_closed_async, fail_closed_response_async
+from addons.failsafe import fail_closed, fail_closed_response
 from addons.flowstate import (
     FlowState,
     active_state,
@@ -105,7 +105,7 @@ class ObjectCrypto:
 
     # -- requests -----------------------------------------------------------
 
-    @fail_closed_async
+    @fail_closed
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         state = active_state(flow)
         if state is None:
@@ -254,7 +254,7 @@ class ObjectCrypto:
 
     # -- responses ----------------------------------------------------------
 
-    @fail_closed_response_async
+    @fail_closed_response
     async def responseheaders(self, flow: http.HTTPFlow) -> None:
         state = state_of(flow)
         response = flow.response

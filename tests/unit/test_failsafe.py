@@ -7,12 +7,7 @@ import asyncio
 from mitmproxy import http
 from mitmproxy.test import tflow
 
-from addons.failsafe import (
-    fail_closed,
-    fail_closed_async,
-    fail_closed_response,
-    fail_closed_response_async,
-)
+from addons.failsafe import fail_closed, fail_closed_response
 from addons.flowstate import FlowState, attach, state_of
 from addons.s3.ops import classify
 
@@ -30,7 +25,7 @@ class Broken:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         raise UnicodeEncodeError("ascii", "é", 0, 1, "boom")
 
-    @fail_closed_async
+    @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
         raise KeyError("boom")
 
@@ -38,7 +33,7 @@ class Broken:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         raise IndexError("boom")
 
-    @fail_closed_response_async
+    @fail_closed_response
     async def response(self, flow: http.HTTPFlow) -> None:
         raise OverflowError("boom")
 
