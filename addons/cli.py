@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import base64
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -271,15 +272,12 @@ def encrypt_existing(args: argparse.Namespace) -> int:
 
 
 def byte_size(text: str) -> int:
-    """``123``, ``64MiB``, ``5GiB``: a size in bytes, for command-line options."""
-    units = {"KIB": 1024, "MIB": 1024**2, "GIB": 1024**3}
-    number, unit = text.strip(), 1
-    for suffix, factor in units.items():
-        if number.upper().endswith(suffix):
-            number, unit = number[: -len(suffix)].strip(), factor
-    if not number.isdigit():
+    """``123``, ``64MiB``, ``5GiB`` (also ``64M``, ``64mb``): a size in bytes, for options."""
+    match = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)(i?b)?\s*", text, re.IGNORECASE | re.ASCII)
+    if match is None:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 1048576, 64MiB, 5GiB)")
-    return int(number) * unit
+    power = " kmgt".index(match[2].lower() or " ")  # "": bytes, "k": KiB ...
+    return int(match[1]) * 1024**power
 
 
 def _bucket_arguments(parser: argparse.ArgumentParser) -> None:

@@ -42,7 +42,6 @@ import http.client
 import json
 import os
 import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -67,6 +66,7 @@ from botocore.auth import S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 
+from addons.cli import byte_size
 from bench.common import Target, start_passthrough, summarize
 from tests.harness import (
     GATEWAY_USER,
@@ -547,14 +547,6 @@ def phase_concurrent(
 # --------------------------------------------------------------------------- report
 
 
-def parse_size(text: str) -> int:
-    match = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)(i?b)?\s*", text, re.IGNORECASE)
-    if match is None:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 1GiB, 256MiB)")
-    unit = {"": 1, "k": KIB, "m": MIB, "g": GIB, "t": 1024 * GIB}[match[2].lower()]
-    return int(match[1]) * unit
-
-
 def summarize_run(data: dict[str, Any], gateways: list[str]) -> dict[str, Any]:
     large, small, ranged = data["large"], data["small"], data["range"]["results"]
     summary: dict[str, Any] = {}
@@ -739,7 +731,7 @@ def plot(data: dict[str, Any], path: Path) -> bool:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=parse_size, default=GIB, help="large object (1GiB)")
+    parser.add_argument("--size", type=byte_size, default=GIB, help="large object (1GiB)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds per measurement (3)")
     parser.add_argument("--workers", default="1,2", help="gateway worker counts to measure (1,2)")
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients (16)")
