@@ -277,7 +277,7 @@ def byte_size(text: str) -> int:
     if match is None:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 1048576, 64MiB, 5GiB)")
     power = " kmgt".index(match[2].lower() or " ")  # "": bytes, "k": KiB ...
-    return int(match[1]) * 1024**power
+    return int(match[1]) << (10 * power)
 
 
 def _bucket_arguments(parser: argparse.ArgumentParser) -> None:
