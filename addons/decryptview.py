@@ -39,8 +39,8 @@ from crypto import (
 )
 
 VIEW_NAME = "S3 gateway: decrypted"
-# mitmproxy 11's registry functions, which 12's type hints do not describe.
-_api_11: Any = contentviews
+# The registry functions: their signatures differ between mitmproxy 11 and 12.
+_registry: Any = contentviews
 # Below zero: a view mitmproxy never picks by itself for "auto".
 _NEVER_AUTO = -1.0
 
@@ -168,14 +168,14 @@ class DecryptedView:
     def load(self, loader: Any) -> None:
         if hasattr(contentviews, "Contentview"):
             # mitmproxy 12 has no removal; registering again replaces the view by name.
-            contentviews.add(_Contentview(self._config))
+            _registry.add(_Contentview(self._config))
         else:
             self._legacy = _legacy_view(self._config)
-            _api_11.add(self._legacy)
+            _registry.add(self._legacy)
 
     def done(self) -> None:
         if self._legacy is not None:
-            _api_11.remove(self._legacy)  # mitmproxy 11 refuses duplicate names
+            _registry.remove(self._legacy)  # mitmproxy 11 refuses duplicate names
             self._legacy = None
 
 
