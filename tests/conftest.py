@@ -5,6 +5,12 @@ Quick reference (details in tests/harness.py):
 - ``backend``: parametrized over moto and rclone (session-scoped processes).
 - ``moto_backend`` / ``rclone_backend``: one specific backend.
 - ``bucket``: a fresh bucket on ``backend``; ``harness.make_bucket(b)`` for more.
+- ``e2e_backend``: like ``backend``, plus the external (cloud) backends that
+  ``S3GW_E2E_*`` variables describe: aws, wasabi and hetzner are always listed
+  and skip until configured (README.md, "Tests against a cloud account").
+- ``area`` / ``make_area()``: a ``BucketArea`` on ``e2e_backend``: a fresh bucket
+  on a local backend, a unique prefix of the given bucket on an external one
+  (deleted after the test).
 - ``gateway``: the default gateway in front of ``backend``.
 - ``gateway_factory(backend, overrides=None, *, extra_args=(), fresh=False)``:
   a gateway with config overrides (deep-merged), cached per session by
@@ -18,7 +24,7 @@ logged something during the test is attached to the report.
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,15 +32,25 @@ import pytest
 from tests.harness import (
     AwsCli,
     Backend,
+    BucketArea,
+    ExternalBackendNotConfigured,
     Gateway,
     GatewayFactory,
     ManagedProcess,
+    delete_bucket_area,
+    external_backend,
+    external_backend_names,
     make_bucket,
+    new_bucket_area,
+    requested_external_backends,
     start_moto,
     start_rclone,
 )
 
 BACKEND_NAMES = ("moto", "rclone")
+EXTERNAL_BACKEND_NAMES = external_backend_names(os.environ)
+if clash := set(BACKEND_NAMES) & set(EXTERNAL_BACKEND_NAMES):
+    raise ValueError(f"S3GW_E2E_EXTERNAL: {sorted(clash)} name local backends")
 
 # Every process the harness started in this session, and the ones handed to the
 # running test, so a failure report can show the relevant logs.
@@ -80,18 +96,65 @@ def rclone_backend(harness_dir: Path) -> Iterator[Backend]:
     backend.stop()
 
 
+def _local_backend(request: pytest.FixtureRequest, name: str) -> Backend:
+    selected: Backend = request.getfixturevalue(f"{name}_backend")
+    assert selected.process is not None
+    _processes_used_by_test.append(selected.process)
+    return selected
+
+
 @pytest.fixture(params=BACKEND_NAMES)
 def backend(request: pytest.FixtureRequest) -> Backend:
     """Each test using this runs once per backend."""
-    selected: Backend = request.getfixturevalue(f"{request.param}_backend")
-    _processes_used_by_test.append(selected.process)
-    return selected
+    return _local_backend(request, request.param)
 
 
 @pytest.fixture
 def bucket(backend: Backend) -> str:
     """A fresh, empty bucket on ``backend``."""
     return make_bucket(backend)
+
+
+@pytest.fixture(params=(*BACKEND_NAMES, *EXTERNAL_BACKEND_NAMES))
+def e2e_backend(request: pytest.FixtureRequest) -> Backend:
+    """The local backends, then the external ones. An external backend whose
+    variables are missing is skipped, or fails if ``S3GW_E2E_EXTERNAL`` names it."""
+    name: str = request.param
+    if name in BACKEND_NAMES:
+        return _local_backend(request, name)
+    try:
+        return external_backend(name, os.environ)
+    except ExternalBackendNotConfigured as exc:
+        if name in requested_external_backends(os.environ):
+            pytest.fail(
+                f"S3GW_E2E_EXTERNAL names {name}, but these are not set: {', '.join(exc.missing)}",
+                pytrace=False,
+            )
+        pytest.skip(
+            f"no {name} account: set {', '.join(exc.missing)}"
+            ' (README.md, "Tests against a cloud account")'
+        )
+
+
+@pytest.fixture
+def make_area(e2e_backend: Backend) -> Iterator[Callable[[], BucketArea]]:
+    """Makes ``BucketArea``s on ``e2e_backend``; what the test wrote to those in a
+    shared (external) bucket is deleted afterwards."""
+    made: list[BucketArea] = []
+
+    def make() -> BucketArea:
+        made.append(new_bucket_area(e2e_backend))
+        return made[-1]
+
+    yield make
+    for area in made:
+        delete_bucket_area(area)
+
+
+@pytest.fixture
+def area(make_area: Callable[[], BucketArea]) -> BucketArea:
+    """A ``BucketArea`` for the test: its own bucket, or its own prefix of a shared one."""
+    return make_area()
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,8 @@ import botocore.session
 import yaml
 from botocore.config import Config
 
+from crypto.profiles import PROFILES
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GATEWAY_SCRIPT = REPO_ROOT / "addons" / "gateway.py"
 REGION = "us-east-1"
@@ -412,8 +414,13 @@ class ManagedProcess:
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    """Environment for children: no AWS settings inherited from the developer's shell."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    """Environment for children: no AWS settings inherited from the developer's shell,
+    and not the cloud accounts of the e2e suite (``S3GW_E2E_*``) either."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("AWS_") and not k.startswith(E2E_ENV_PREFIX)
+    }
     env["AWS_CONFIG_FILE"] = os.devnull
     env["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
     env["PYTHONUNBUFFERED"] = "1"  # mitmproxy's termlog does not flush
@@ -430,23 +437,34 @@ class Backend:
     endpoint_url: str
     access_key_id: str
     secret_access_key: str
-    process: ManagedProcess
+    process: ManagedProcess | None  # None: an external server (a cloud account)
     region: str = REGION
     data_dir: Path | None = None  # rclone: buckets are top-level dirs in here
+    provider: str = "generic"  # the gateway's `provider` profile for this backend
+    addressing: str = "path"  # how direct clients address buckets: "path" or "virtual"
+    # External backends: the existing bucket tests work in (under a unique prefix
+    # each); they must not create buckets. None: tests create their own buckets.
+    shared_bucket: str | None = None
 
     @property
     def credentials(self) -> Credentials:
         return Credentials(self.access_key_id, self.secret_access_key)
 
     def __repr__(self) -> str:
-        return f"<Backend {self.name} at {self.endpoint_url}, pid {self.process.pid}>"
+        where = "external" if self.process is None else f"pid {self.process.pid}"
+        return f"<Backend {self.name} at {self.endpoint_url}, {where}>"
 
     def client(self, **kwargs: Any) -> Any:
         """A boto3 S3 client talking to the backend directly (no gateway)."""
+        if self.addressing != "path":
+            addressing = Config(s3={"addressing_style": self.addressing})
+            user_config = kwargs.pop("config", None)
+            kwargs["config"] = addressing.merge(user_config) if user_config else addressing
         return s3_client(self.endpoint_url, self.credentials, region=self.region, **kwargs)
 
     def stop(self) -> None:
-        self.process.stop()
+        if self.process is not None:
+            self.process.stop()
 
 
 def _start_backend(
@@ -559,9 +577,172 @@ def start_rclone(
 
 def make_bucket(backend: Backend, prefix: str = "test") -> str:
     """Create a fresh, uniquely named bucket directly on the backend."""
+    if backend.shared_bucket is not None:
+        raise RuntimeError(f"{backend.name} is external: tests must not create buckets there")
     name = f"{prefix}-{uuid.uuid4().hex[:16]}"
     backend.client().create_bucket(Bucket=name)
     return name
+
+
+# --------------------------------------------------------------------------- external backends
+#
+# S3 servers the harness does not start (cloud accounts), described by environment
+# variables; see README.md, "Tests against a cloud account". Tests on them never
+# create buckets: they work under a unique prefix of one existing bucket, and
+# delete what they wrote there.
+
+E2E_ENV_PREFIX = "S3GW_E2E_"
+E2E_EXTERNAL_ENV = "S3GW_E2E_EXTERNAL"  # comma list of further names, e.g. "minio-lab"
+# Listed by the suite always, so a run without their variables shows them skipped.
+KNOWN_EXTERNAL_BACKENDS = ("aws", "wasabi", "hetzner")
+ADDRESSING_STYLES = ("path", "virtual")
+E2E_PREFIX_ROOT = "s3gw-e2e/"  # every key a test writes to a shared bucket starts so
+_EXTERNAL_NAME = re.compile(r"[a-z][a-z0-9-]*")
+_ENDPOINT = re.compile(r"https?://[^/\s]+")
+
+
+class ExternalBackendNotConfigured(Exception):
+    """Some variables an external backend needs are not set."""
+
+    def __init__(self, name: str, missing: Sequence[str]) -> None:
+        self.name = name
+        self.missing = list(missing)
+        super().__init__(f"{name} not configured: set {', '.join(missing)}")
+
+
+def external_env_name(name: str, setting: str) -> str:
+    """``S3GW_E2E_<NAME>_<SETTING>``: ``minio-lab`` gives ``S3GW_E2E_MINIO_LAB_BUCKET``."""
+    return f"{E2E_ENV_PREFIX}{name.upper().replace('-', '_')}_{setting}"
+
+
+def requested_external_backends(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The names listed in ``S3GW_E2E_EXTERNAL`` (lower-cased, without duplicates)."""
+    names = [n.strip().lower() for n in environ.get(E2E_EXTERNAL_ENV, "").split(",")]
+    for name in filter(None, names):
+        if not _EXTERNAL_NAME.fullmatch(name):
+            raise ValueError(
+                f"{E2E_EXTERNAL_ENV}: {name!r} is not a backend name (letters, digits, '-')"
+            )
+    return tuple(dict.fromkeys(filter(None, names)))
+
+
+def external_backend_names(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The known cloud providers, then the further names ``S3GW_E2E_EXTERNAL`` lists."""
+    return tuple(dict.fromkeys([*KNOWN_EXTERNAL_BACKENDS, *requested_external_backends(environ)]))
+
+
+def external_backend(name: str, environ: Mapping[str, str]) -> Backend:
+    """The external backend ``name`` as its ``S3GW_E2E_<NAME>_*`` variables describe it.
+
+    Required: ``ENDPOINT`` (not for ``aws``: ``https://s3.<region>.amazonaws.com``),
+    ``REGION``, ``ACCESS_KEY_ID``, ``SECRET_ACCESS_KEY`` and ``BUCKET`` (an existing
+    bucket). Optional: ``PROVIDER`` (the gateway's profile; default the name if it is
+    one, else ``generic``) and ``ADDRESSING`` (``path``, the default, or ``virtual``:
+    how the tests' direct client addresses the bucket). Raises
+    ``ExternalBackendNotConfigured`` naming the missing variables, ``ValueError``
+    for invalid values.
+    """
+
+    def setting(key: str) -> str:
+        return environ.get(external_env_name(name, key), "").strip()
+
+    required = ["REGION", "ACCESS_KEY_ID", "SECRET_ACCESS_KEY", "BUCKET"]
+    if name != "aws":
+        required.insert(0, "ENDPOINT")
+    missing = [external_env_name(name, key) for key in required if not setting(key)]
+    if missing:
+        raise ExternalBackendNotConfigured(name, missing)
+    region = setting("REGION")
+    endpoint = (setting("ENDPOINT") or f"https://s3.{region}.amazonaws.com").rstrip("/")
+    if not _ENDPOINT.fullmatch(endpoint):
+        raise ValueError(
+            f"{external_env_name(name, 'ENDPOINT')}: {endpoint!r} is not http(s)://host[:port]"
+        )
+    provider = (setting("PROVIDER") or (name if name in PROFILES else "generic")).lower()
+    if provider not in PROFILES:
+        raise ValueError(
+            f"{external_env_name(name, 'PROVIDER')}: {provider!r} is not one of {sorted(PROFILES)}"
+        )
+    addressing = (setting("ADDRESSING") or "path").lower()
+    if addressing not in ADDRESSING_STYLES:
+        raise ValueError(
+            f"{external_env_name(name, 'ADDRESSING')}: {addressing!r} is not one of "
+            f"{list(ADDRESSING_STYLES)}"
+        )
+    return Backend(
+        name=name,
+        endpoint_url=endpoint,
+        access_key_id=setting("ACCESS_KEY_ID"),
+        secret_access_key=setting("SECRET_ACCESS_KEY"),
+        process=None,
+        region=region,
+        provider=provider,
+        addressing=addressing,
+        shared_bucket=setting("BUCKET"),
+    )
+
+
+@dataclass(frozen=True)
+class BucketArea:
+    """Where one test keeps its objects: a fresh bucket of its own on a local backend
+    (``prefix`` empty), a unique prefix of the shared bucket on an external one.
+
+    Test bodies name keys with ``key()`` and list with ``Prefix=area.prefix``, so the
+    same body works on both.
+    """
+
+    backend: Backend
+    bucket: str
+    prefix: str = ""
+
+    def key(self, name: str) -> str:
+        return self.prefix + name
+
+    def name_of(self, key: str) -> str:
+        """A listed key without the area's prefix."""
+        if not key.startswith(self.prefix):
+            raise AssertionError(f"{key!r} is outside the test's prefix {self.prefix!r}")
+        return key[len(self.prefix) :]
+
+
+def new_bucket_area(backend: Backend) -> BucketArea:
+    """A fresh bucket on a local backend; a new prefix of the shared bucket otherwise."""
+    if backend.shared_bucket is None:
+        return BucketArea(backend, make_bucket(backend))
+    # The time in the prefix dates what a killed run may have left behind.
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    prefix = f"{E2E_PREFIX_ROOT}{stamp}-{uuid.uuid4().hex[:12]}/"
+    return BucketArea(backend, backend.shared_bucket, prefix)
+
+
+def delete_bucket_area(area: BucketArea) -> list[str]:
+    """Delete what was written under the prefix of an area of a shared bucket: its
+    unfinished multipart uploads and its objects (the keys deleted are returned).
+    An area that is a bucket of its own is left as it is."""
+    if not area.prefix:
+        return []
+    if not area.prefix.startswith(E2E_PREFIX_ROOT) or not area.prefix.endswith("/"):
+        raise ValueError(f"refusing to delete under {area.prefix!r}: not a test prefix")
+    client = area.backend.client()
+    uploads = client.get_paginator("list_multipart_uploads")
+    for page in uploads.paginate(Bucket=area.bucket, Prefix=area.prefix):
+        for upload in page.get("Uploads", []):
+            client.abort_multipart_upload(
+                Bucket=area.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+            )
+    keys = [
+        item["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=area.bucket, Prefix=area.prefix
+        )
+        for item in page.get("Contents", [])
+    ]
+    for start in range(0, len(keys), 1000):  # DeleteObjects takes up to 1000 keys
+        batch = [{"Key": key} for key in keys[start : start + 1000]]
+        answer = client.delete_objects(Bucket=area.bucket, Delete={"Objects": batch, "Quiet": True})
+        if answer.get("Errors"):
+            raise RuntimeError(f"could not delete from {area.bucket}: {answer['Errors'][:3]}")
+    return keys
 
 
 # --------------------------------------------------------------------------- gateway
@@ -588,7 +769,7 @@ def default_gateway_config(backend: Backend) -> dict[str, Any]:
             },
         },
         "encryption": {"chunk_size": CHUNK_SIZE, "algorithm": "AES-256-GCM"},
-        "provider": "generic",
+        "provider": backend.provider,
     }
 
 

@@ -357,6 +357,7 @@ def default_gateway_config_like() -> dict[str, Any]:
         region = REGION
         access_key_id = "BACKENDKEY"
         secret_access_key = SECRET
+        provider = "generic"
 
     return default_gateway_config(_Backend())  # type: ignore[arg-type]
 
