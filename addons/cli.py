@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import itertools
 import os
 import re
 import secrets
@@ -35,21 +36,41 @@ DEMO_ACCESS_KEY = "DEMOACCESSKEY0000001"
 DEMO_SECRET_KEY = "demo-secret-key-change-me-0000000000000"
 
 
+# Options `run` sets unless the extra arguments set them too.
+RUN_OPTIONS = {
+    # A gateway serves whoever reaches its port; network policy decides who can.
+    "block_global": "false",
+    "keep_host_header": "true",
+    "connection_strategy": "lazy",
+    "gw_lean": "true",  # ADR 0009
+}
+
+
 def mitmdump_args(
     config_path: str, extra: list[str], settings: Settings | None = None
 ) -> list[str]:
     settings = settings or load_settings(config_path)
+    # An option given twice is an error; for a gw_* option, which mitmproxy only
+    # knows once the script has loaded, it silently keeps the script from
+    # loading at all. So the caller's --set replaces ours.
+    given = {
+        value.split("=", 1)[0]
+        for flag, value in itertools.pairwise(extra)
+        if flag == "--set"
+    }
+    defaults = [
+        arg
+        for name, value in RUN_OPTIONS.items()
+        if name not in given
+        for arg in ("--set", f"{name}={value}")
+    ]
     return [
         "-s", str(GATEWAY_SCRIPT),
         "--mode", f"reverse:{settings.backend.url}",
         "--listen-host", settings.listen_host,
         "--listen-port", str(settings.listen_port),
         "--set", f"gw_config={config_path}",
-        # A gateway serves whoever reaches its port; network policy decides who can.
-        "--set", "block_global=false",
-        "--set", "keep_host_header=true",
-        "--set", "connection_strategy=lazy",
-        "--set", "gw_lean=true",
+        *defaults,
         "--flow-detail", "0",
         *extra,
     ]  # fmt: skip

@@ -26,7 +26,7 @@ compared with the generator as it arrives, never held whole.
 
 Usage, from the repository root with the test extras installed::
 
-    python -m bench.run [--size 1GiB] [--repeat 3] [--workers 1,2]
+    python -m bench.run [--size 1GiB] [--repeat 3] [--workers 1,2] [--full-chain]
 
 Prints a table of rates and ratios, writes ``bench/results/<timestamp>.json``
 and, if matplotlib is installed (the ``bench`` extra), a PNG bar chart next to
@@ -344,7 +344,9 @@ class CliGateway:
         self.process.stop()
 
 
-def start_cli_gateway(backend: Backend, work_dir: Path, workers: int) -> CliGateway:
+def start_cli_gateway(
+    backend: Backend, work_dir: Path, workers: int, extra: Sequence[str] = ()
+) -> CliGateway:
     work_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = default_gateway_config(backend)
@@ -353,7 +355,7 @@ def start_cli_gateway(backend: Backend, work_dir: Path, workers: int) -> CliGate
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     argv = [find_executable("s3-encryption-gateway"), "run", "--config", str(config_path)]
     # The CLI sets the production options (flow_detail=0, connection_strategy=lazy).
-    argv += ["--workers", str(workers), "--set", f"confdir={work_dir / 'mitmproxy'}"]
+    argv += ["--workers", str(workers), "--set", f"confdir={work_dir / 'mitmproxy'}", *extra]
     process = ManagedProcess(f"gateway-{workers}w", argv, work_dir / "gateway.log", env=child_env())
     url = f"http://127.0.0.1:{port}"
 
@@ -741,6 +743,11 @@ def main() -> int:
     parser.add_argument("--ranges", type=int, default=30, help="timed ranged GETs per target (30)")
     parser.add_argument("--no-peer", action="store_true", help="skip the rclone crypt peers")
     parser.add_argument(
+        "--full-chain",
+        action="store_true",
+        help="also measure a 1-worker gateway keeping every mitmproxy built-in (gw_lean=false)",
+    )
+    parser.add_argument(
         "--backend-md5",
         action="store_true",
         help="let the backend compute MD5 ETags (rclone's default: it reads each object twice)",
@@ -772,6 +779,11 @@ def main() -> int:
         for count in worker_counts:
             name = "gateway" if count == 1 else f"gateway-{count}w"
             gateways[name] = start_cli_gateway(backend, work / name, count)
+            stoppable.append(gateways[name])
+        if args.full_chain:  # ADR 0009, measured: the same gateway without gw_lean
+            name = "gateway-full"
+            full = ("--set", "gw_lean=false")
+            gateways[name] = start_cli_gateway(backend, work / name, 1, full)
             stoppable.append(gateways[name])
         bucket = make_bucket(backend, prefix="bench")
         endpoints = [

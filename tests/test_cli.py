@@ -67,6 +67,33 @@ def test_run_serves_from_a_config_file(moto_backend: Backend, tmp_path: Path) ->
     assert not flows.exists() or flows.stat().st_size == 0
 
 
+def test_run_lets_the_caller_override_its_own_options(
+    moto_backend: Backend, tmp_path: Path
+) -> None:
+    """`run` sets gw_lean itself; given again, mitmproxy would not load the gateway's script
+    at all (a gw_* option with two values) and proxy unencrypted. The caller's value wins."""
+    port = free_port()
+    config = default_gateway_config(moto_backend)
+    config["listen"] = {"host": "127.0.0.1", "port": port}
+    config_path = tmp_path / "gateway.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    argv = [find_executable("s3-encryption-gateway"), "run", "--config", str(config_path)]
+    argv += ["--set", f"confdir={tmp_path}", "--set", "gw_lean=false"]
+    process = _start("cli-override", argv, tmp_path, port)
+    try:
+        user = config["credentials"][0]
+        s3 = s3_client(
+            f"http://127.0.0.1:{port}",
+            Credentials(user["access_key_id"], user["secret_access_key"]),
+        )
+        bucket = make_bucket(moto_backend, prefix="cli")
+        s3.put_object(Bucket=bucket, Key="k", Body=b"kept secret")
+        stored = moto_backend.client().get_object(Bucket=bucket, Key="k")
+        assert "s3gw" in stored["Metadata"] and stored["Body"].read() != b"kept secret"
+    finally:
+        process.stop()
+
+
 def test_run_with_two_workers_serves_from_both(moto_backend: Backend, tmp_path: Path) -> None:
     port = free_port()
     config = default_gateway_config(moto_backend)
