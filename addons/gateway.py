@@ -1,6 +1,8 @@
 """The gateway's addon chain, loaded with ``mitmdump -s addons/gateway.py``.
 
-Order matters: requests pass the addons top to bottom. TlsOptions turns the
+DropUnusedBuiltins (under ``run``) and LargeReads tune mitmproxy itself for
+speed (ADR 0009). Order matters: requests pass the addons top to bottom.
+TlsOptions turns the
 TLS settings into mitmproxy options, Route picks each flow's backend (the
 configured one or, in forward-proxy mode, the S3 host the request names),
 Health answers probes, RequestContext names the operation (and looks up the
@@ -25,6 +27,7 @@ from addons.context import RequestContext
 from addons.deadlines import Deadlines
 from addons.decryptview import DecryptedView
 from addons.health import Health
+from addons.largereads import LargeReads
 from addons.lean import DropUnusedBuiltins
 from addons.limits import Limits
 from addons.listing import ListingTranslation
@@ -42,6 +45,7 @@ config = Config()
 addons = [
     config,
     DropUnusedBuiltins(),
+    LargeReads(),
     TlsOptions(config),
     Route(config),
     Health(config),

@@ -26,7 +26,7 @@ compared with the generator as it arrives, never held whole.
 
 Usage, from the repository root with the test extras installed::
 
-    python -m bench.run [--size 1GiB] [--repeat 3] [--workers 1,2] [--full-chain]
+    python -m bench.run [--size 1GiB] [--repeat 3] [--workers 1,2] [--variant NAME:OPTION=VALUE]
 
 Prints a table of rates and ratios, writes ``bench/results/<timestamp>.json``
 and, if matplotlib is installed (the ``bench`` extra), a PNG bar chart next to
@@ -743,9 +743,12 @@ def main() -> int:
     parser.add_argument("--ranges", type=int, default=30, help="timed ranged GETs per target (30)")
     parser.add_argument("--no-peer", action="store_true", help="skip the rclone crypt peers")
     parser.add_argument(
-        "--full-chain",
-        action="store_true",
-        help="also measure a 1-worker gateway keeping every mitmproxy built-in (gw_lean=false)",
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:OPTION=VALUE[,OPTION=VALUE]",
+        help="also measure a 1-worker gateway run with these options, named gateway-NAME"
+        " (e.g. full:gw_lean=false for ADR 0009's effect, small-reads:gw_read_size=65535)",
     )
     parser.add_argument(
         "--backend-md5",
@@ -780,10 +783,11 @@ def main() -> int:
             name = "gateway" if count == 1 else f"gateway-{count}w"
             gateways[name] = start_cli_gateway(backend, work / name, count)
             stoppable.append(gateways[name])
-        if args.full_chain:  # ADR 0009, measured: the same gateway without gw_lean
-            name = "gateway-full"
-            full = ("--set", "gw_lean=false")
-            gateways[name] = start_cli_gateway(backend, work / name, 1, full)
+        for variant in args.variant:  # the same gateway with other options, side by side
+            label, _, options = variant.partition(":")
+            name = f"gateway-{label}"
+            sets = [arg for option in options.split(",") for arg in ("--set", option.strip())]
+            gateways[name] = start_cli_gateway(backend, work / name, 1, sets)
             stoppable.append(gateways[name])
         bucket = make_bucket(backend, prefix="bench")
         endpoints = [
