@@ -110,6 +110,12 @@ def main() -> int:
     parser.add_argument("--repetitions", type=int, default=100, help="timed GETs per path")
     parser.add_argument("--warmup", type=int, default=5, help="untimed GETs per path first")
     parser.add_argument("--counted", type=int, default=5, help="GETs through the byte counter")
+    parser.add_argument(
+        "--no-plaintext-reads",
+        action="store_true",
+        help="gateways with encryption.allow_plaintext_reads false: the backend range is then"
+        " the chunks alone, not their union with the plaintext positions (ADR 0003)",
+    )
     parser.add_argument("--json", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -126,7 +132,14 @@ def main() -> int:
     try:
         backend = start_rclone(work / "rclone", work / "rclone" / "data")
         stoppable.append(backend)
-        gateway = start_gateway(backend, work / "gateway", extra_args=QUIET)
+        overrides = (
+            {"encryption": {"allow_plaintext_reads": False}} if args.no_plaintext_reads else {}
+        )
+        # gw_lean as `s3-encryption-gateway run` sets it (ADR 0009).
+        gateway_args = [*QUIET, "--set", "gw_lean=true"]
+        gateway = start_gateway(
+            backend, work / "gateway", overrides=overrides, extra_args=gateway_args
+        )
         stoppable.append(gateway)
         passthrough = start_passthrough("passthrough", backend.endpoint_url, work / "pass", [])
         stoppable.append(passthrough)
@@ -144,7 +157,8 @@ def main() -> int:
                 process=counter.process,
             ),
             work / "gateway-counted",
-            extra_args=QUIET,
+            overrides=overrides,
+            extra_args=gateway_args,
         )
         stoppable.append(counted_gateway)
 
@@ -223,6 +237,7 @@ def main() -> int:
         "range": range_header,
         "range_bytes": RANGE_LENGTH,
         "chunk_size": CHUNK_SIZE,
+        "allow_plaintext_reads": not args.no_plaintext_reads,
         "repetitions": args.repetitions,
         "warmup": args.warmup,
         "backend": "rclone serve s3 (local directory)",
