@@ -26,9 +26,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
+from tests.faultproxy import PASS, FaultProxy, Faulty
 from tests.harness import (
     AwsCli,
     Backend,
@@ -170,6 +172,33 @@ def gateway_factory(harness_dir: Path) -> Iterator[GatewayFactory]:
 def gateway(backend: Backend, gateway_factory: GatewayFactory) -> Gateway:
     """The gateway with the default config in front of ``backend``."""
     return gateway_factory(backend)
+
+
+@pytest.fixture(scope="module")
+def backend_proxies() -> Iterator[dict[str, FaultProxy]]:
+    """One fault proxy per backend, shared by a module's ``faulty`` gateways."""
+    proxies: dict[str, FaultProxy] = {}
+    yield proxies
+    for proxy in proxies.values():
+        proxy.close()
+
+
+@pytest.fixture
+def faulty(
+    backend: Backend,
+    gateway_factory: GatewayFactory,
+    backend_proxies: dict[str, FaultProxy],
+) -> Iterator[Faulty]:
+    """A gateway whose backend connections pass through a fault proxy (reset to pass)."""
+    proxy = backend_proxies.get(backend.name)
+    if proxy is None:
+        parts = urlsplit(backend.endpoint_url)
+        assert parts.hostname is not None and parts.port is not None
+        proxy = backend_proxies[backend.name] = FaultProxy(parts.hostname, parts.port)
+    proxy.set_fault(PASS)
+    gateway = gateway_factory(backend, {"backend": {"url": proxy.url}})
+    yield Faulty(backend, gateway, proxy)
+    proxy.set_fault(PASS)
 
 
 @pytest.fixture(scope="session")

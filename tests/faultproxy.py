@@ -20,6 +20,10 @@ import struct
 import threading
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.harness import Backend, Gateway
 
 READ_SIZE = 16 * 1024
 
@@ -230,3 +234,12 @@ def _reset(writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()
+
+
+@dataclass(frozen=True)
+class Faulty:
+    """A gateway whose backend connections pass through ``proxy`` (fixture ``faulty``)."""
+
+    backend: Backend
+    gateway: Gateway
+    proxy: FaultProxy

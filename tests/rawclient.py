@@ -245,6 +245,43 @@ def signed_chunks(
     return out
 
 
+def signed_chunked_put(
+    url: str,
+    data: bytes,
+    credentials: Credentials,
+    *,
+    chunk_size: int = 64 * 1024,
+    final_chunk: bool = True,
+) -> tuple[dict[str, str], list[bytes]]:
+    """The signed headers and the chunks of an aws-chunked PUT of ``data``.
+
+    Content-Length is signed, so it is computed first: every chunk's framing
+    has the same length whatever its signature. Without ``final_chunk`` the
+    0-chunk is left out (of the body and of Content-Length): the body is then
+    complete as HTTP, not as aws-chunked.
+    """
+    lengths = [len(p) for p in pieces_of(data, chunk_size)] if data else []
+    if final_chunk:
+        lengths.append(0)
+    framing = sum(len(f"{n:x};chunk-signature=".encode()) + 64 + 4 for n in lengths)
+    headers = sign(
+        "PUT",
+        url,
+        credentials,
+        payload_hash=STREAMING_SIGNED,
+        headers=[
+            ("Content-Encoding", "aws-chunked"),
+            ("X-Amz-Decoded-Content-Length", str(len(data))),
+            ("Content-Length", str(len(data) + framing)),
+        ],
+    )
+    chunks = signed_chunks(data, chunk_size, headers=headers, credentials=credentials)
+    if not final_chunk:
+        chunks = chunks[:-1]
+    assert sum(len(c) for c in chunks) == int(headers["Content-Length"])
+    return headers, chunks
+
+
 def crc32_trailer_body(data: bytes, chunk_size: int = 64 * 1024) -> bytes:
     """The aws-chunked body botocore sends with a CRC32 trailer (its own encoder)."""
     wrapper = AwsChunkedWrapper(

@@ -15,13 +15,11 @@ import os
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.faultproxy import PASS, Direction, Fault, FaultProxy, Kind
+from tests.faultproxy import PASS, Direction, Fault, FaultProxy, Faulty, Kind
 from tests.harness import GATEWAY_USER, Backend, Gateway, GatewayFactory, free_port, make_bucket
 from tests.rawclient import (
     STREAMING_SIGNED,
@@ -38,40 +36,6 @@ LARGE = 3 * 1024 * 1024  # streamed
 SIZES = pytest.mark.parametrize("size", [SMALL, LARGE], ids=["small", "large"])
 KEY = "obj"
 CUT_ERRORS = (ConnectionError, http.client.HTTPException, OSError)
-
-
-@dataclass(frozen=True)
-class Faulty:
-    """A gateway whose backend connections pass through ``proxy``."""
-
-    backend: Backend
-    gateway: Gateway
-    proxy: FaultProxy
-
-
-@pytest.fixture(scope="module")
-def backend_proxies() -> Iterator[dict[str, FaultProxy]]:
-    proxies: dict[str, FaultProxy] = {}
-    yield proxies
-    for proxy in proxies.values():
-        proxy.close()
-
-
-@pytest.fixture
-def faulty(
-    backend: Backend,
-    gateway_factory: GatewayFactory,
-    backend_proxies: dict[str, FaultProxy],
-) -> Iterator[Faulty]:
-    proxy = backend_proxies.get(backend.name)
-    if proxy is None:
-        parts = urlsplit(backend.endpoint_url)
-        assert parts.hostname is not None and parts.port is not None
-        proxy = backend_proxies[backend.name] = FaultProxy(parts.hostname, parts.port)
-    proxy.set_fault(PASS)
-    gateway = gateway_factory(backend, {"backend": {"url": proxy.url}})
-    yield Faulty(backend, gateway, proxy)
-    proxy.set_fault(PASS)
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from addons.bodycrypto import SMALL_UPLOAD
 from crypto import ciphertext_length
 from tests.harness import CHUNK_SIZE, GATEWAY_USER, AwsCli, Backend, Gateway
 from tests.rawclient import (
-    STREAMING_SIGNED,
     STREAMING_UNSIGNED_TRAILER,
     RawResponse,
     crc32_b64,
@@ -27,7 +26,7 @@ from tests.rawclient import (
     pieces_of,
     send,
     sign,
-    signed_chunks,
+    signed_chunked_put,
     stored_keys,
 )
 
@@ -161,25 +160,7 @@ def signed_chunk_request(
     gateway: Gateway, bucket: str, key: str, data: bytes
 ) -> tuple[str, dict[str, str], list[bytes]]:
     url = f"{gateway.url}/{bucket}/{key}"
-    chunk = 64 * 1024
-    # Content-Length is signed, so it is computed first: the framing of every
-    # chunk has the same length whatever its signature.
-    lengths = [len(p) for p in pieces_of(data, chunk)] if data else []
-    framing = sum(len(f"{n:x};chunk-signature=".encode()) + 64 + 4 for n in [*lengths, 0])
-    headers = sign(
-        "PUT",
-        url,
-        GATEWAY_USER,
-        payload_hash=STREAMING_SIGNED,
-        headers=[
-            ("Content-Encoding", "aws-chunked"),
-            ("X-Amz-Decoded-Content-Length", str(len(data))),
-            ("Content-Length", str(len(data) + framing)),
-        ],
-    )
-    chunks = signed_chunks(data, chunk, headers=headers, credentials=GATEWAY_USER)
-    assert sum(len(c) for c in chunks) == int(headers["Content-Length"])
-    return url, headers, chunks
+    return url, *signed_chunked_put(url, data, GATEWAY_USER)
 
 
 @pytest.mark.parametrize("size", [0, 5, 3 * 64 * 1024 + 17], ids=lambda s: f"{s}B")

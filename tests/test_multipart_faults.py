@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -29,7 +28,7 @@ import pytest
 
 from addons.s3.uploadid import UploadToken
 from crypto import ciphertext_length
-from tests.faultproxy import PASS, Direction, Fault, FaultProxy, Kind
+from tests.faultproxy import PASS, Direction, Fault, FaultProxy, Faulty, Kind
 from tests.harness import (
     CHUNK_SIZE,
     GATEWAY_USER,
@@ -38,8 +37,12 @@ from tests.harness import (
     GatewayFactory,
     make_bucket,
 )
-from tests.rawclient import STREAMING_SIGNED, pieces_of, send, sign, signed_chunks
-from tests.test_faults import CUT_ERRORS, Faulty, assert_s3_xml, put_raw
+from tests.rawclient import (
+    send,
+    sign,
+    signed_chunked_put,
+)
+from tests.test_faults import CUT_ERRORS, assert_s3_xml, put_raw
 
 SMALL = 200_000  # read whole by the gateway (<= 1 MiB)
 LARGE = 3 * 1024 * 1024  # streamed
@@ -137,58 +140,6 @@ def exchange(gateway: Gateway, data: bytes, *, half_close: bool, timeout: float 
         return received
 
 
-def chunked_part(url: str, data: bytes, *, final_chunk: bool) -> tuple[dict[str, str], list[bytes]]:
-    """A signed aws-chunked UploadPart; without ``final_chunk`` its 0-chunk is left out
-    (the body is then complete as HTTP, not as aws-chunked)."""
-    chunk = 64 * 1024
-    lengths = [len(p) for p in pieces_of(data, chunk)]
-    if final_chunk:
-        lengths.append(0)
-    framing = sum(len(f"{n:x};chunk-signature=".encode()) + 64 + 4 for n in lengths)
-    headers = sign(
-        "PUT",
-        url,
-        GATEWAY_USER,
-        payload_hash=STREAMING_SIGNED,
-        headers=[
-            ("Content-Encoding", "aws-chunked"),
-            ("X-Amz-Decoded-Content-Length", str(len(data))),
-            ("Content-Length", str(len(data) + framing)),
-        ],
-    )
-    chunks = signed_chunks(data, chunk, headers=headers, credentials=GATEWAY_USER)
-    if not final_chunk:
-        chunks = chunks[:-1]
-    assert sum(len(c) for c in chunks) == int(headers["Content-Length"])
-    return headers, chunks
-
-
-@pytest.fixture(scope="module")
-def backend_proxies() -> Iterator[dict[str, FaultProxy]]:
-    proxies: dict[str, FaultProxy] = {}
-    yield proxies
-    for proxy in proxies.values():
-        proxy.close()
-
-
-@pytest.fixture
-def faulty(
-    backend: Backend,
-    gateway_factory: GatewayFactory,
-    backend_proxies: dict[str, FaultProxy],
-) -> Iterator[Faulty]:
-    """A gateway whose backend connections pass through a fault proxy."""
-    proxy = backend_proxies.get(backend.name)
-    if proxy is None:
-        parts = urlsplit(backend.endpoint_url)
-        assert parts.hostname is not None and parts.port is not None
-        proxy = backend_proxies[backend.name] = FaultProxy(parts.hostname, parts.port)
-    proxy.set_fault(PASS)
-    gateway = gateway_factory(backend, {"backend": {"url": proxy.url}})
-    yield Faulty(backend, gateway, proxy)
-    proxy.set_fault(PASS)
-
-
 # --------------------------------------------------------------------------- client side
 
 
@@ -249,7 +200,7 @@ def test_aws_chunked_part_with_bad_chunk_signature(
     upload = start_upload(gateway, bucket)
     new = os.urandom(size)
     url = upload.part_url(gateway.url)
-    headers, chunks = chunked_part(url, new, final_chunk=True)
+    headers, chunks = signed_chunked_put(url, new, GATEWAY_USER)
     chunk = chunks[tampered]
     marker = chunk.index(b"chunk-signature=") + len(b"chunk-signature=")
     flipped = b"0" if chunk[marker : marker + 1] != b"0" else b"1"
@@ -271,7 +222,7 @@ def test_aws_chunked_part_missing_final_chunk(
     upload = start_upload(gateway, bucket)
     new = os.urandom(size)
     url = upload.part_url(gateway.url)
-    headers, chunks = chunked_part(url, new, final_chunk=False)
+    headers, chunks = signed_chunked_put(url, new, GATEWAY_USER, final_chunk=False)
     try:
         response = send(url, "PUT", headers, chunks)
     except CUT_ERRORS:
