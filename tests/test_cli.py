@@ -5,7 +5,9 @@ from __future__ import annotations
 import http.client
 import os
 import signal
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from botocore.config import Config
@@ -38,23 +40,44 @@ def _start(name: str, argv: list[str], tmp_path: Path, port: int) -> ManagedProc
     return process
 
 
-def test_run_serves_from_a_config_file(moto_backend: Backend, tmp_path: Path) -> None:
+@dataclass(frozen=True)
+class RunConfig:
+    """A gateway config file for `s3-encryption-gateway run`, on a free fixed port."""
+
+    config: dict[str, Any]
+    path: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def argv(self, *extra: str) -> list[str]:
+        return [find_executable("s3-encryption-gateway"), "run", "--config", str(self.path), *extra]
+
+    def client(self, **kwargs: Any) -> Any:
+        user = self.config["credentials"][0]
+        credentials = Credentials(user["access_key_id"], user["secret_access_key"])
+        return s3_client(self.url, credentials, **kwargs)
+
+
+def run_config(backend: Backend, tmp_path: Path) -> RunConfig:
     port = free_port()
-    config = default_gateway_config(moto_backend)
+    config = default_gateway_config(backend)
     config["listen"] = {"host": "127.0.0.1", "port": port}
-    config_path = tmp_path / "gateway.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    argv = [find_executable("s3-encryption-gateway"), "run", "--config", str(config_path)]
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return RunConfig(config, path, port)
+
+
+def test_run_serves_from_a_config_file(moto_backend: Backend, tmp_path: Path) -> None:
+    run = run_config(moto_backend, tmp_path)
     # `run` drops mitmproxy's flow saving (gw_lean): asked to, it still writes no flows.
     flows = tmp_path / "flows.mitm"
-    argv += ["--set", f"confdir={tmp_path}", "--set", f"save_stream_file={flows}"]
-    process = _start("cli-run", argv, tmp_path, port)
+    argv = run.argv("--set", f"confdir={tmp_path}", "--set", f"save_stream_file={flows}")
+    process = _start("cli-run", argv, tmp_path, run.port)
     try:
-        user = config["credentials"][0]
-        s3 = s3_client(
-            f"http://127.0.0.1:{port}",
-            Credentials(user["access_key_id"], user["secret_access_key"]),
-        )
+        s3 = run.client()
         bucket = make_bucket(moto_backend, prefix="cli")
         s3.put_object(Bucket=bucket, Key="k", Body=b"via the CLI")
         assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"via the CLI"
@@ -72,20 +95,11 @@ def test_run_lets_the_caller_override_its_own_options(
 ) -> None:
     """`run` sets gw_lean itself; given again, mitmproxy would not load the gateway's script
     at all (a gw_* option with two values) and proxy unencrypted. The caller's value wins."""
-    port = free_port()
-    config = default_gateway_config(moto_backend)
-    config["listen"] = {"host": "127.0.0.1", "port": port}
-    config_path = tmp_path / "gateway.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    argv = [find_executable("s3-encryption-gateway"), "run", "--config", str(config_path)]
-    argv += ["--set", f"confdir={tmp_path}", "--set", "gw_lean=false"]
-    process = _start("cli-override", argv, tmp_path, port)
+    run = run_config(moto_backend, tmp_path)
+    argv = run.argv("--set", f"confdir={tmp_path}", "--set", "gw_lean=false")
+    process = _start("cli-override", argv, tmp_path, run.port)
     try:
-        user = config["credentials"][0]
-        s3 = s3_client(
-            f"http://127.0.0.1:{port}",
-            Credentials(user["access_key_id"], user["secret_access_key"]),
-        )
+        s3 = run.client()
         bucket = make_bucket(moto_backend, prefix="cli")
         s3.put_object(Bucket=bucket, Key="k", Body=b"kept secret")
         stored = moto_backend.client().get_object(Bucket=bucket, Key="k")
@@ -95,14 +109,11 @@ def test_run_lets_the_caller_override_its_own_options(
 
 
 def test_run_with_two_workers_serves_from_both(moto_backend: Backend, tmp_path: Path) -> None:
-    port = free_port()
-    config = default_gateway_config(moto_backend)
-    config["listen"] = {"host": "127.0.0.1", "port": port}
-    config_path = tmp_path / "gateway.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    argv = [find_executable("s3-encryption-gateway"), "run", "--config", str(config_path)]
-    argv += ["--workers", "2", "--set", f"confdir={tmp_path}"]
-    process = _start("cli-workers", argv, tmp_path, port)
+    run = run_config(moto_backend, tmp_path)
+    port = run.port
+    process = _start(
+        "cli-workers", run.argv("--workers", "2", "--set", f"confdir={tmp_path}"), tmp_path, port
+    )
     try:
         # Both workers hold a listening socket on the one port.
         def listening_workers() -> list[int]:
@@ -112,12 +123,8 @@ def test_run_with_two_workers_serves_from_both(moto_backend: Backend, tmp_path: 
             return workers if len(workers) == 2 and len(ready) == 2 else []
 
         workers = wait_until(listening_workers, 30, what="two workers listening")
-        user = config["credentials"][0]
-        s3 = s3_client(
-            f"http://127.0.0.1:{port}",
-            Credentials(user["access_key_id"], user["secret_access_key"]),
-            config=Config(signature_version="s3v4"),  # presigned URLs default to SigV2
-        )
+        # Presigned URLs default to SigV2.
+        s3 = run.client(config=Config(signature_version="s3v4"))
         bucket = make_bucket(moto_backend, prefix="workers")
         put_url = s3.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": "k"})
         put_path = put_url[len(f"http://127.0.0.1:{port}") :]
