@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import http.client
 import io
+import socket
 import ssl
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -280,6 +281,32 @@ def signed_chunked_put(
         chunks = chunks[:-1]
     assert sum(len(c) for c in chunks) == int(headers["Content-Length"])
     return headers, chunks
+
+
+def signed_put_head(url: str, data: bytes, length: int, credentials: Credentials) -> bytes:
+    """The request head of a PUT signed for ``data`` but announcing ``length`` bytes."""
+    headers = sign("PUT", url, credentials, body=data)
+    headers["Content-Length"] = str(length)
+    parts = urlsplit(url)
+    target = f"{parts.path}?{parts.query}" if parts.query else parts.path
+    lines = [f"PUT {target} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def exchange(port: int, data: bytes, *, half_close: bool, timeout: float = 30) -> bytes:
+    """Send raw bytes to 127.0.0.1:``port``, optionally shut down our sending side, and
+    return what comes back until the peer closes (or ``timeout`` passes without data)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except (ConnectionError, TimeoutError):
+            pass
+        return received
 
 
 def crc32_trailer_body(data: bytes, chunk_size: int = 64 * 1024) -> bytes:

@@ -24,10 +24,12 @@ from tests.harness import GATEWAY_USER, Backend, Gateway, GatewayFactory, free_p
 from tests.rawclient import (
     STREAMING_SIGNED,
     RawResponse,
+    exchange,
     pieces_of,
     send,
     sign,
     signed_chunks,
+    signed_put_head,
 )
 from tests.test_gateway_tamper import fetch
 
@@ -96,30 +98,6 @@ def test_client_disconnect_mid_put(
     assert gateway.alive()
 
 
-def _raw_put_head(gateway: Gateway, bucket: str, data: bytes, length: int) -> bytes:
-    url = f"{gateway.url}/{bucket}/{KEY}"
-    headers = sign("PUT", url, GATEWAY_USER, body=data)
-    headers["Content-Length"] = str(length)
-    lines = [f"PUT /{bucket}/{KEY} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items())]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def _exchange(gateway: Gateway, data: bytes, *, half_close: bool, timeout: float = 30) -> bytes:
-    """Send raw bytes, optionally shut down our sending side, return what we receive
-    until the gateway closes the connection (or ``timeout`` passes without data)."""
-    with socket.create_connection(("127.0.0.1", gateway.port), timeout=timeout) as sock:
-        sock.sendall(data)
-        if half_close:
-            sock.shutdown(socket.SHUT_WR)
-        received = b""
-        try:
-            while chunk := sock.recv(65536):
-                received += chunk
-        except (ConnectionError, TimeoutError):
-            pass
-        return received
-
-
 @SIZES
 def test_body_shorter_than_content_length(
     backend: Backend, gateway: Gateway, bucket: str, size: int
@@ -127,8 +105,8 @@ def test_body_shorter_than_content_length(
     old = os.urandom(1000)
     gateway.client().put_object(Bucket=bucket, Key=KEY, Body=old)
     new = os.urandom(size)
-    head = _raw_put_head(gateway, bucket, new, size)
-    received = _exchange(gateway, head + new[: size // 2], half_close=True)
+    head = signed_put_head(f"{gateway.url}/{bucket}/{KEY}", new, size, GATEWAY_USER)
+    received = exchange(gateway.port, head + new[: size // 2], half_close=True)
     assert not received.startswith(b"HTTP/1.1 200"), received[:200]
     assert assert_old_or_new(gateway, bucket, old, new) == old
     assert gateway.alive()
@@ -142,8 +120,8 @@ def test_body_longer_than_content_length(backend: Backend, gateway: Gateway, buc
     mitmproxy: the upload is abandoned, see test_body_shorter_than_content_length.)"""
     new = os.urandom(5000)
     extra = b"\x00SURPLUS BYTES THAT ARE NOT A REQUEST\r\n\r\n"
-    head = _raw_put_head(gateway, bucket, new, len(new))
-    received = _exchange(gateway, head + new + extra, half_close=False, timeout=5)
+    head = signed_put_head(f"{gateway.url}/{bucket}/{KEY}", new, len(new), GATEWAY_USER)
+    received = exchange(gateway.port, head + new + extra, half_close=False, timeout=5)
     assert received.startswith(b"HTTP/1.1 200"), received[:300]
     second = received.split(b"HTTP/1.1 ")[2:]  # whatever answered the surplus
     assert all(not answer.startswith(b"2") for answer in second), received
@@ -202,7 +180,7 @@ def test_gateway_killed_mid_put(
     gateway.client().put_object(Bucket=bucket, Key=KEY, Body=old)
     doomed = gateway_factory(backend, fresh=True)
     new = os.urandom(LARGE)
-    head = _raw_put_head(doomed, bucket, new, len(new))
+    head = signed_put_head(f"{doomed.url}/{bucket}/{KEY}", new, len(new), GATEWAY_USER)
     with socket.create_connection(("127.0.0.1", doomed.port), timeout=30) as sock:
         sock.sendall(head + new[: LARGE // 2])
         time.sleep(0.3)  # the gateway has forwarded what it got

@@ -22,7 +22,6 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -38,9 +37,10 @@ from tests.harness import (
     make_bucket,
 )
 from tests.rawclient import (
+    exchange,
     send,
-    sign,
     signed_chunked_put,
+    signed_put_head,
 )
 from tests.test_faults import CUT_ERRORS, assert_s3_xml, put_raw
 
@@ -116,30 +116,6 @@ def retry_and_complete(gateway: Gateway, upload: Upload, data: bytes) -> None:
     assert s3.get_object(Bucket=upload.bucket, Key=KEY)["Body"].read() == first + data
 
 
-def raw_head(url: str, data: bytes, length: int) -> bytes:
-    """The request head of a signed UploadPart of ``data`` announcing ``length`` bytes."""
-    headers = sign("PUT", url, GATEWAY_USER, body=data)
-    headers["Content-Length"] = str(length)
-    parts = urlsplit(url)
-    lines = [f"PUT {parts.path}?{parts.query} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items())]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def exchange(gateway: Gateway, data: bytes, *, half_close: bool, timeout: float = 30) -> bytes:
-    """Send raw bytes, optionally shut down our sending side; what comes back until close."""
-    with socket.create_connection(("127.0.0.1", gateway.port), timeout=timeout) as sock:
-        sock.sendall(data)
-        if half_close:
-            sock.shutdown(socket.SHUT_WR)
-        received = b""
-        try:
-            while chunk := sock.recv(65536):
-                received += chunk
-        except (ConnectionError, TimeoutError):
-            pass
-        return received
-
-
 # --------------------------------------------------------------------------- client side
 
 
@@ -164,8 +140,8 @@ def test_part_body_shorter_than_content_length(
 ) -> None:
     upload = start_upload(gateway, bucket)
     new = os.urandom(size)
-    head = raw_head(upload.part_url(gateway.url), new, size)
-    received = exchange(gateway, head + new[: size // 2], half_close=True)
+    head = signed_put_head(upload.part_url(gateway.url), new, size, GATEWAY_USER)
+    received = exchange(gateway.port, head + new[: size // 2], half_close=True)
     assert not received.startswith(b"HTTP/1.1 200"), received[:200]
     assert_part_unchanged(gateway, upload)
     retry_and_complete(gateway, upload, new)
@@ -179,8 +155,8 @@ def test_part_body_longer_than_content_length(
     upload = start_upload(gateway, bucket)
     new = os.urandom(5000)
     extra = b"\x00SURPLUS BYTES THAT ARE NOT A REQUEST\r\n\r\n"
-    head = raw_head(upload.part_url(gateway.url), new, len(new))
-    received = exchange(gateway, head + new + extra, half_close=False, timeout=5)
+    head = signed_put_head(upload.part_url(gateway.url), new, len(new), GATEWAY_USER)
+    received = exchange(gateway.port, head + new + extra, half_close=False, timeout=5)
     assert received.startswith(b"HTTP/1.1 200"), received[:300]
     second = received.split(b"HTTP/1.1 ")[2:]  # whatever answered the surplus
     assert all(not answer.startswith(b"2") for answer in second), received
@@ -244,7 +220,7 @@ def test_gateway_killed_mid_part(
     upload = start_upload(gateway, bucket)
     doomed = gateway_factory(backend, fresh=True)
     new = os.urandom(LARGE)
-    head = raw_head(upload.part_url(doomed.url), new, len(new))
+    head = signed_put_head(upload.part_url(doomed.url), new, len(new), GATEWAY_USER)
     with socket.create_connection(("127.0.0.1", doomed.port), timeout=30) as sock:
         sock.sendall(head + new[: LARGE // 2])
         time.sleep(0.3)  # the gateway has forwarded what it got
