@@ -16,19 +16,7 @@ from addons.settings import (
     parse_settings,
 )
 from addons.settings_schema import changes
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "gateway.example.yaml"
-
-
-def _minimal() -> dict[str, object]:
-    return {
-        "backend": {"url": "http://127.0.0.1:9000", "access_key_id": "a", "secret_access_key": "b"},
-        "credentials": [{"access_key_id": "AK", "secret_access_key": "SK"}],
-        "keyring": {
-            "active": "k1",
-            "keys": {"k1": {"base64": base64.b64encode(b"k" * 32).decode()}},
-        },
-    }
+from tests.unit.configs import EXAMPLE, minimal_config
 
 
 def test_example_config_loads_with_its_secret_files(tmp_path: Path) -> None:
@@ -56,7 +44,7 @@ def test_example_config_loads_with_its_secret_files(tmp_path: Path) -> None:
 
 def test_environment_overrides_every_level(tmp_path: Path) -> None:
     config = tmp_path / "gateway.yaml"
-    config.write_text(yaml.safe_dump(_minimal()))
+    config.write_text(yaml.safe_dump(minimal_config()))
     settings = load_settings(
         str(config),
         environ={
@@ -83,7 +71,7 @@ def test_environment_overrides_every_level(tmp_path: Path) -> None:
     ],
 )
 def test_invalid_settings_name_the_problem(change: dict[str, object], message: str) -> None:
-    tree = _minimal()
+    tree = minimal_config()
     for key, value in change.items():
         if isinstance(value, dict) and isinstance(tree.get(key), dict):
             tree[key] = {**tree[key], **value}  # type: ignore[dict-item]
@@ -94,7 +82,7 @@ def test_invalid_settings_name_the_problem(change: dict[str, object], message: s
 
 
 def test_observability_settings_from_yaml_and_environment(tmp_path: Path) -> None:
-    tree = {**_minimal(), "observability": {"metrics_port": 9090, "redact_headers": ["x-a"]}}
+    tree = {**minimal_config(), "observability": {"metrics_port": 9090, "redact_headers": ["x-a"]}}
     config = tmp_path / "gateway.yaml"
     config.write_text(yaml.safe_dump(tree))
     settings = load_settings(
@@ -112,7 +100,7 @@ def test_observability_settings_from_yaml_and_environment(tmp_path: Path) -> Non
     assert observability.redact_object_keys is True
     assert observability.tracing_sample_ratio == 0.25
     assert observability.access_log == "" and observability.tracing_exporter == ""
-    assert parse_settings(_minimal()).observability.metrics_port == 0
+    assert parse_settings(minimal_config()).observability.metrics_port == 0
 
 
 @pytest.mark.parametrize(
@@ -121,12 +109,12 @@ def test_observability_settings_from_yaml_and_environment(tmp_path: Path) -> Non
 )
 def test_invalid_observability_settings(observability: dict[str, object]) -> None:
     with pytest.raises(SettingsError, match="observability"):
-        parse_settings({**_minimal(), "observability": observability})
+        parse_settings({**minimal_config(), "observability": observability})
 
 
 def test_bucket_policies_exact_names_win_patterns_in_order(tmp_path: Path) -> None:
     tree = {
-        **_minimal(),
+        **minimal_config(),
         "bucket_policies": {
             "logs-*": "passthrough",
             "logs-audit": "Encrypt",
@@ -141,7 +129,7 @@ def test_bucket_policies_exact_names_win_patterns_in_order(tmp_path: Path) -> No
     assert policies.policy_for("old-1") is BucketPolicy.REFUSE
     assert policies.policy_for("old-12") is BucketPolicy.ENCRYPT
     assert policies.policy_for("data") is BucketPolicy.ENCRYPT  # the default
-    assert parse_settings(_minimal()).bucket_policies.policy_for("x") is BucketPolicy.ENCRYPT
+    assert parse_settings(minimal_config()).bucket_policies.policy_for("x") is BucketPolicy.ENCRYPT
     # From the environment, merged into the file's mapping.
     config = tmp_path / "gateway.yaml"
     config.write_text(yaml.safe_dump(tree, sort_keys=False))
@@ -155,14 +143,14 @@ def test_bucket_policies_exact_names_win_patterns_in_order(tmp_path: Path) -> No
 )
 def test_invalid_bucket_policies_are_refused(policies: object) -> None:
     with pytest.raises(SettingsError, match="bucket_policies"):
-        parse_settings({**_minimal(), "bucket_policies": policies})
+        parse_settings({**minimal_config(), "bucket_policies": policies})
 
 
 def test_bucket_policy_order_is_a_reloadable_change() -> None:
     first = {"a*": "refuse", "ab*": "passthrough"}
     second = dict(reversed(first.items()))
-    old = parse_config({**_minimal(), "bucket_policies": first})
-    new = parse_config({**_minimal(), "bucket_policies": second})
+    old = parse_config({**minimal_config(), "bucket_policies": first})
+    new = parse_config({**minimal_config(), "bucket_policies": second})
     assert old.settings.bucket_policies.policy_for("abc") is BucketPolicy.REFUSE
     assert new.settings.bucket_policies.policy_for("abc") is BucketPolicy.PASSTHROUGH
     found = changes(old.tree, new.tree)
@@ -188,7 +176,7 @@ def test_secret_files_others_may_read_or_change_are_refused(
     secret = tmp_path / "backend-secret"
     secret.write_text(SECRET + "\n")
     secret.chmod(mode)
-    tree = _minimal()
+    tree = minimal_config()
     tree["backend"] = {**tree["backend"], "secret_access_key_file": str(secret)}  # type: ignore[dict-item]
     del tree["backend"]["secret_access_key"]  # type: ignore[attr-defined]
     with pytest.raises(SettingsError) as caught:
@@ -210,7 +198,7 @@ def test_private_secret_files_are_read_also_through_symlinks(tmp_path: Path, mod
     kek.chmod(mode)
     link = tmp_path / "kek"
     link.symlink_to(kek)
-    tree = _minimal()
+    tree = minimal_config()
     tree["keyring"] = {"active": "k1", "keys": {"k1": {"base64_file": str(link)}}}
     assert parse_settings(tree).keyring.key_ids() == {"k1"}
     kek.chmod(0o644)

@@ -23,19 +23,7 @@ from addons.settings_schema import SETTINGS, changes, generated, normalize
 from addons.tracing import EXPORTERS
 from crypto import Algorithm
 from crypto.profiles import PROFILES
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "gateway.example.yaml"
-
-
-def _minimal() -> dict[str, Any]:
-    return {
-        "backend": {"url": "http://127.0.0.1:9000", "access_key_id": "a", "secret_access_key": "b"},
-        "credentials": [{"access_key_id": "AK", "secret_access_key": "SK"}],
-        "keyring": {
-            "active": "k1",
-            "keys": {"k1": {"base64": base64.b64encode(b"k" * 32).decode()}},
-        },
-    }
+from tests.unit.configs import EXAMPLE, minimal_config
 
 
 def test_generated_docs_and_json_schema_are_current() -> None:
@@ -62,7 +50,7 @@ def test_choices_match_the_code_that_uses_them() -> None:
 
 
 def test_defaults_match_the_settings_dataclasses() -> None:
-    settings = parse_settings(_minimal())
+    settings = parse_settings(minimal_config())
     for name, spec in Observability.__dataclass_fields__.items():
         schema_default = settings_schema.BY_PATH[f"observability.{name}"].default
         assert spec.default == schema_default, name
@@ -78,15 +66,15 @@ def test_example_config_and_minimal_config_satisfy_the_json_schema(tmp_path: Pat
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
     validator.validate(yaml.safe_load(EXAMPLE.read_text()))
-    validator.validate(_minimal())
-    bad = {**_minimal(), "encryption": {"chunk_size": "big", "algorithm": "DES"}}
+    validator.validate(minimal_config())
+    bad = {**minimal_config(), "encryption": {"chunk_size": "big", "algorithm": "DES"}}
     messages = sorted(error.message for error in validator.iter_errors(bad))
     assert messages == [
         "'DES' is not one of ['AES-256-GCM', 'CHACHA20-POLY1305']",
         "'big' is not of type 'integer'",
     ]
-    assert not validator.is_valid({**_minimal(), "typo": 1})
-    assert not validator.is_valid({k: v for k, v in _minimal().items() if k != "backend"})
+    assert not validator.is_valid({**minimal_config(), "typo": 1})
+    assert not validator.is_valid({k: v for k, v in minimal_config().items() if k != "backend"})
 
 
 @pytest.mark.parametrize(
@@ -122,7 +110,7 @@ def test_example_config_and_minimal_config_satisfy_the_json_schema(tmp_path: Pat
 def test_invalid_values_name_key_value_and_expected_type(
     change: dict[str, Any], message: str
 ) -> None:
-    tree = _minimal()
+    tree = minimal_config()
     for key, value in change.items():
         if isinstance(value, dict) and isinstance(tree.get(key), dict):
             tree[key] = {**tree.get(key, {}), **value}
@@ -135,7 +123,7 @@ def test_invalid_values_name_key_value_and_expected_type(
 
 def test_environment_strings_are_coerced_and_unrelated_variables_ignored(tmp_path: Path) -> None:
     config = tmp_path / "gateway.yaml"
-    config.write_text(yaml.safe_dump(_minimal()))
+    config.write_text(yaml.safe_dump(minimal_config()))
     loaded = load_config(
         str(config),
         environ={
@@ -151,16 +139,18 @@ def test_environment_strings_are_coerced_and_unrelated_variables_ignored(tmp_pat
 
 
 def _change(**sections: dict[str, Any]) -> dict[str, Any]:
-    tree = _minimal()
+    tree = minimal_config()
     for key, value in sections.items():
         tree[key] = {**tree.get(key, {}), **value}
     return normalize(tree)
 
 
 def test_reload_rules_allow_safe_changes_and_refuse_crypto_and_backend_changes() -> None:
-    old = normalize(_minimal())
+    old = normalize(minimal_config())
     k2 = {"base64": base64.b64encode(b"2" * 32).decode()}
-    rotated = _change(keyring={"active": "k2", "keys": {**_minimal()["keyring"]["keys"], "k2": k2}})
+    rotated = _change(
+        keyring={"active": "k2", "keys": {**minimal_config()["keyring"]["keys"], "k2": k2}}
+    )
     found = changes(old, rotated)
     assert [(c.text, c.allowed) for c in found] == [
         ("keyring.active: 'k1' -> 'k2'", True),
@@ -177,7 +167,7 @@ def test_reload_rules_allow_safe_changes_and_refuse_crypto_and_backend_changes()
     assert [(c.text, c.allowed) for c in secret] == [
         ("backend.secret_access_key: changed needs a restart", False)
     ]
-    tree = _minimal()
+    tree = minimal_config()
     tree["credentials"] = [
         {"access_key_id": "AK", "secret_access_key": "rotated"},
         {"access_key_id": "AK2", "secret_access_key": "SK2"},
