@@ -10,7 +10,8 @@ debugging with mitmproxy's other features (ADR 0009).
 Only addons known to be unused are dropped (interactive tools, replay, flow
 saving and editing, DNS mode), so a new mitmproxy built-in stays in place.
 Dropping ``save`` also means ``run`` cannot be told to write decrypted flows to
-disk.
+disk. When no addon left has an ``add_log`` hook (deprecated since mitmproxy
+9), the handler that turns every log record into such an event is removed too.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from __future__ import annotations
 import logging
 
 from mitmproxy import ctx, hooks
-from mitmproxy.addonmanager import Loader
+from mitmproxy.addonmanager import Loader, traverse
+from mitmproxy.log import LegacyLogEvents
 
 log = logging.getLogger("s3gw")
 
@@ -55,6 +57,7 @@ UNUSED_BUILTINS = (
 class DropUnusedBuiltins:
     def __init__(self) -> None:
         self._dropped: list[object] = []
+        self._legacy_log: list[logging.Handler] = []
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -74,11 +77,20 @@ class DropUnusedBuiltins:
         self._dropped = [a for a in manager.chain if _name(a) in UNUSED_BUILTINS]
         manager.chain = [a for a in manager.chain if a not in self._dropped]
         log.debug("s3gw: dropped unused mitmproxy addons: %s", [_name(a) for a in self._dropped])
+        if not any(hasattr(a, "add_log") for a in traverse(manager.chain)):
+            # Every log record, debug ones included, would otherwise wake the event
+            # loop and be dispatched to every addon as a deprecated add_log event.
+            root = logging.getLogger()
+            self._legacy_log = [h for h in root.handlers if isinstance(h, LegacyLogEvents)]
+            for handler in self._legacy_log:
+                root.removeHandler(handler)
 
     async def done(self) -> None:
         # They still get the shutdown event, to release what they set up.
         for addon in self._dropped:
             await ctx.master.addons.invoke_addon(addon, hooks.DoneHook())
+        for handler in self._legacy_log:
+            logging.getLogger().addHandler(handler)
 
 
 def _name(addon: object) -> str:

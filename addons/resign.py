@@ -9,12 +9,14 @@ buffered bodies are signed in ``request`` with their real SHA-256.
 from __future__ import annotations
 
 import hashlib
+import logging
 from urllib.parse import unquote
 
 from botocore.auth import UNSIGNED_PAYLOAD, S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from mitmproxy import http
+from mitmproxy.addonmanager import Loader
 
 from addons.config import Config
 from addons.failsafe import fail_closed
@@ -88,6 +90,12 @@ def sign_for_backend(request: http.Request, backend: Backend, payload_hash: str)
 class Resign:
     def __init__(self, config: Config) -> None:
         self._config = config
+
+    def load(self, loader: Loader) -> None:
+        # mitmproxy runs the root logger at DEBUG, and botocore's signer logs each
+        # canonical request and signature there: with mitmproxy's log handlers
+        # that cost about 6% of a small request, for lines nobody should see.
+        logging.getLogger("botocore").setLevel(logging.WARNING)
 
     @fail_closed
     def requestheaders(self, flow: http.HTTPFlow) -> None:

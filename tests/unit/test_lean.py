@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from mitmproxy.addons import anticache, clientplayback, proxyauth, save
+from mitmproxy.log import LegacyLogEvents
 from mitmproxy.test import taddons
 
 from addons.lean import DropUnusedBuiltins
@@ -32,3 +34,34 @@ def test_nothing_is_dropped_unless_asked() -> None:
     with taddons.context(lean, unused) as tctx:
         lean.running()
         assert unused in tctx.master.addons.chain
+
+
+class _LegacyLogReader:
+    """An addon still using the deprecated add_log event."""
+
+    def add_log(self, entry: object) -> None:
+        pass
+
+
+def _legacy_log_handlers() -> list[logging.Handler]:
+    return [h for h in logging.getLogger().handlers if isinstance(h, LegacyLogEvents)]
+
+
+def test_log_records_stop_becoming_events_when_nothing_reads_them() -> None:
+    lean = DropUnusedBuiltins()
+    with taddons.context(lean) as tctx:
+        installed = _legacy_log_handlers()
+        assert installed
+        tctx.configure(lean, gw_lean=True)
+        lean.running()
+        assert not _legacy_log_handlers()
+        asyncio.run(lean.done())
+        assert _legacy_log_handlers() == installed
+
+
+def test_log_records_stay_events_for_an_addon_that_reads_them() -> None:
+    lean = DropUnusedBuiltins()
+    with taddons.context(lean, _LegacyLogReader()) as tctx:
+        tctx.configure(lean, gw_lean=True)
+        lean.running()
+        assert _legacy_log_handlers()
