@@ -15,7 +15,7 @@ observers, so that it sees the flow as the other addons left it.
 
 from __future__ import annotations
 
-from mitmproxy import http
+from mitmproxy import ctx, http
 
 from addons.bodycrypto import ENVELOPE_HEADER
 from addons.config import Config
@@ -85,6 +85,17 @@ class FlowFacts:
 
     def __init__(self, config: Config) -> None:
         self._config = config
+        self._flows_kept = True
+
+    def running(self) -> None:
+        # A comment is only ever seen where flows are kept: the flow view of
+        # mitmweb or the console, or mitmdump's flow file. Under `run` (mitmdump
+        # without `save`, ADR 0009) nothing keeps them, so no comment is written.
+        addons = ctx.master.addons
+        save = addons.get("save")
+        self._flows_kept = addons.get("view") is not None or (
+            save is not None and save in addons.chain
+        )
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._comment(flow)
@@ -94,7 +105,7 @@ class FlowFacts:
 
     def _comment(self, flow: http.HTTPFlow) -> None:
         state = state_of(flow)
-        if state is None or not self._config.ready:
+        if state is None or not self._flows_kept or not self._config.ready:
             return
         settings = self._config.current()
         flow.comment = describe(
