@@ -17,6 +17,9 @@ from tests.rawclient import sign
 # Production settings (see addons/cli.py) for every proxy, so the paths differ only
 # in the addons: no per-flow console output, upstream connected on demand.
 QUIET = ["--set", "flow_detail=0", "--set", "connection_strategy=lazy"]
+# `s3-encryption-gateway run` starts mitmproxy under python -O (ADR 0011); a
+# plain mitmdump is measured both ways, as shipped and under -O.
+OPTIMIZED = {"PYTHONOPTIMIZE": "1"}
 _LISTENING = re.compile(r"listening at (?:\[[^\]]+\]|[^\s:]+):(\d+)")
 
 
@@ -38,7 +41,9 @@ class Proxy:
         self.process.stop()
 
 
-def start_passthrough(name: str, upstream: str, work_dir: Path, extra: list[str]) -> Proxy:
+def start_passthrough(
+    name: str, upstream: str, work_dir: Path, extra: list[str], *, optimized: bool = False
+) -> Proxy:
     work_dir.mkdir(parents=True, exist_ok=True)
     found = threading.Event()
     ports: list[int] = []
@@ -68,7 +73,8 @@ def start_passthrough(name: str, upstream: str, work_dir: Path, extra: list[str]
         *QUIET,
         *extra,
     ]
-    process = ManagedProcess(name, argv, work_dir / f"{name}.log", env=child_env(), on_line=on_line)
+    env = child_env(**(OPTIMIZED if optimized else {}))
+    process = ManagedProcess(name, argv, work_dir / f"{name}.log", env=env, on_line=on_line)
 
     def listening() -> bool:
         process.check_alive()

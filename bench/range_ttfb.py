@@ -1,12 +1,13 @@
 """Time to first byte of a 1 MiB range: gateway (encrypted) vs. a plain mitmproxy.
 
 Starts ``rclone serve s3`` on loopback, a plain ``mitmdump --mode reverse:``
-in front of it with no addons (the passthrough: what mitmproxy itself costs)
-and the gateway. Stores one large object twice, unencrypted directly on the
+in front of it with no addons (the passthrough: what mitmproxy itself costs),
+the same under ``python -O`` (as ``run`` starts the gateway, ADR 0011) and the
+gateway. Stores one large object twice, unencrypted directly on the
 backend and encrypted through the gateway, then GETs the same 1 MiB range from
 the middle of it through both, interleaved, and reports median and p90 of the
 time to the first body byte and of the total time, and the gateway/passthrough
-ratios (target: median TTFB ratio < 1.05).
+ratios against both passthroughs (target: median TTFB ratio < 1.05).
 
 How many bytes the gateway fetches from the backend for that range is
 measured, not computed: a second gateway reads through another plain mitmdump
@@ -41,7 +42,7 @@ import mitmproxy.version
 from mitmproxy import http as mitm_http
 from mitmproxy import io as flow_io
 
-from bench.common import QUIET, Sample, Target, start_passthrough, summarize
+from bench.common import OPTIMIZED, QUIET, Sample, Target, start_passthrough, summarize
 from crypto.format import TAG_LENGTH
 from tests.harness import (
     CHUNK_SIZE,
@@ -138,11 +139,15 @@ def main() -> int:
         # gw_lean as `s3-encryption-gateway run` sets it (ADR 0009).
         gateway_args = [*QUIET, "--set", "gw_lean=true"]
         gateway = start_gateway(
-            backend, work / "gateway", overrides=overrides, extra_args=gateway_args
+            backend, work / "gateway", overrides=overrides, extra_args=gateway_args, env=OPTIMIZED
         )
         stoppable.append(gateway)
         passthrough = start_passthrough("passthrough", backend.endpoint_url, work / "pass", [])
         stoppable.append(passthrough)
+        optimized = start_passthrough(
+            "passthrough-O", backend.endpoint_url, work / "pass-O", [], optimized=True
+        )
+        stoppable.append(optimized)
         flows_path = work / "counter" / "backend.flows"
         counter = start_passthrough(
             "counter", backend.endpoint_url, work / "counter", ["-w", str(flows_path)]
@@ -159,6 +164,7 @@ def main() -> int:
             work / "gateway-counted",
             overrides=overrides,
             extra_args=gateway_args,
+            env=OPTIMIZED,
         )
         stoppable.append(counted_gateway)
 
@@ -175,6 +181,9 @@ def main() -> int:
 
         targets = {
             "passthrough": Target("passthrough", passthrough.url, backend.credentials, plain_path),
+            "passthrough-O": Target(
+                "passthrough-O", optimized.url, backend.credentials, plain_path
+            ),
             "gateway": Target("gateway", gateway.url, GATEWAY_USER, encrypted_path),
         }
 
@@ -222,16 +231,20 @@ def main() -> int:
         for name, values in samples.items()
     }
 
-    def ratio(metric: str, stat: str) -> float:
-        gateway_value: float = stats["gateway"][metric][stat]
-        return gateway_value / stats["passthrough"][metric][stat]
+    def ratios_over(baseline: str) -> dict[str, float]:
+        def ratio(metric: str, stat: str) -> float:
+            gateway_value: float = stats["gateway"][metric][stat]
+            return gateway_value / stats[baseline][metric][stat]
 
-    ratios = {
-        "ttfb_median": ratio("ttfb", "median_ms"),
-        "ttfb_p90": ratio("ttfb", "p90_ms"),
-        "total_median": ratio("total", "median_ms"),
-        "total_p90": ratio("total", "p90_ms"),
-    }
+        return {
+            "ttfb_median": ratio("ttfb", "median_ms"),
+            "ttfb_p90": ratio("ttfb", "p90_ms"),
+            "total_median": ratio("total", "median_ms"),
+            "total_p90": ratio("total", "p90_ms"),
+        }
+
+    ratios = ratios_over("passthrough")
+    ratios_optimized = ratios_over("passthrough-O")
     result = {
         "object_bytes": size,
         "range": range_header,
@@ -245,6 +258,7 @@ def main() -> int:
         "upload_seconds": {"unencrypted_direct": put_plain, "encrypted_gateway": put_encrypted},
         "stats": stats,
         "ratios_gateway_over_passthrough": ratios,
+        "ratios_gateway_over_passthrough_optimized": ratios_optimized,
         "backend_reads_for_gateway_range": backend_reads,
         "backend_bytes_fetched": fetched,
         "over_read_bytes": over_read,
@@ -269,18 +283,19 @@ def main() -> int:
     args.json.write_text(json.dumps(result, indent=2) + "\n")
 
     print(f"\n{range_header} of a {args.object_mib} MiB object, {args.repetitions} GETs per path")
-    print(f"{'':12} {'TTFB med':>9} {'p90':>8} {'total med':>10} {'p90':>8}   (ms)")
-    for name in ("passthrough", "gateway"):
+    print(f"{'':13} {'TTFB med':>9} {'p90':>8} {'total med':>10} {'p90':>8}   (ms)")
+    for name in ("passthrough", "passthrough-O", "gateway"):
         s = stats[name]
         print(
-            f"{name:12} {s['ttfb']['median_ms']:9.2f} {s['ttfb']['p90_ms']:8.2f}"
+            f"{name:13} {s['ttfb']['median_ms']:9.2f} {s['ttfb']['p90_ms']:8.2f}"
             f" {s['total']['median_ms']:10.2f} {s['total']['p90_ms']:8.2f}"
         )
-    print(
-        f"gateway/passthrough: TTFB median {ratios['ttfb_median']:.3f}, p90"
-        f" {ratios['ttfb_p90']:.3f}; total median {ratios['total_median']:.3f}, p90"
-        f" {ratios['total_p90']:.3f} (target TTFB median < 1.05)"
-    )
+    for label, values in (("passthrough", ratios), ("passthrough-O", ratios_optimized)):
+        print(
+            f"gateway/{label}: TTFB median {values['ttfb_median']:.3f}, p90"
+            f" {values['ttfb_p90']:.3f}; total median {values['total_median']:.3f}, p90"
+            f" {values['total_p90']:.3f} (target TTFB median < 1.05)"
+        )
     print(
         f"backend bytes for the gateway's range: {fetched} ({backend_reads[0]['backend_range']}),"
         f" over-read {over_read} = {over_read / STRIDE:.2f} chunks (target <= 2)"

@@ -2,8 +2,10 @@
 
 Starts on loopback: ``rclone serve s3`` over a temporary directory (the
 backend), a plain ``mitmdump --mode reverse:`` with no addons in front of it
-(the proxy's own floor), the gateway (``s3-encryption-gateway run``, once per
-``--workers`` count) in front of it, and the peer: ``rclone serve s3`` on a
+(the proxy's own floor), the same under ``python -O`` (``mitmdump-O``: the
+floor for a gateway that ``run`` starts under ``-O``, ADR 0011), the gateway
+(``s3-encryption-gateway run``, once per ``--workers`` count) in front of it,
+and the peer: ``rclone serve s3`` on a
 ``crypt`` remote wrapping the same directory (rclone's own encrypting S3
 front), and the same peer on a ``crypt`` remote over an ``s3`` remote pointing at
 the backend (the same two HTTP hops as the gateway). rclone's backend runs
@@ -100,6 +102,8 @@ SMALL_SIZE = 4 * KIB
 CONCURRENT_SIZE = 64 * MIB
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# The proxy floors the gateway is compared with: mitmdump as shipped and under -O.
+FLOORS = ("mitmdump", "mitmdump-O")
 # Issue targets, as ratios (gateway / other) and RSS limits.
 TARGETS = {
     "large_vs_mitmdump": 0.8,
@@ -556,20 +560,22 @@ def summarize_run(data: dict[str, Any], gateways: list[str]) -> dict[str, Any]:
         ratios = {}
         for method in ("put", "get"):
             mine = large[gateway][f"{method}_mib_s"]
-            ratios[f"large_{method}_vs_mitmdump"] = paired_ratio(
-                mine, large["mitmdump"][f"{method}_mib_s"]
-            )
+            for floor in FLOORS:
+                ratios[f"large_{method}_vs_{floor}"] = paired_ratio(
+                    mine, large[floor][f"{method}_mib_s"]
+                )
             for peer in ("rclone-crypt", "rclone-crypt-s3"):
                 if peer in large:
                     ratios[f"large_{method}_vs_{peer.replace('-', '_')}"] = paired_ratio(
                         mine, large[peer][f"{method}_mib_s"]
                     )
-        ratios["small_ops_vs_mitmdump"] = paired_ratio(
-            small[gateway]["ops_s"], small["mitmdump"]["ops_s"]
-        )
-        ratios["range_ttfb_median_vs_mitmdump"] = (
-            ranged[gateway]["median_ms"] / ranged["mitmdump"]["median_ms"]
-        )
+        for floor in FLOORS:
+            ratios[f"small_ops_vs_{floor}"] = paired_ratio(
+                small[gateway]["ops_s"], small[floor]["ops_s"]
+            )
+            ratios[f"range_ttfb_median_vs_{floor}"] = (
+                ranged[gateway]["median_ms"] / ranged[floor]["median_ms"]
+            )
         rss_large = max(large[gateway]["put_rss_mib"] + large[gateway]["get_rss_mib"])
         conc = data["concurrent"].get(gateway)
         rss_conc = max(conc["put_rss_mib"], conc["get_rss_mib"]) if conc else float("nan")
@@ -639,6 +645,10 @@ def print_report(data: dict[str, Any], gateways: list[str]) -> None:
             f"  large PUT/GET vs mitmdump      {r['large_put_vs_mitmdump']:.2f} /"
             f" {r['large_get_vs_mitmdump']:.2f}   (>= 0.8: {mark(met['large_vs_mitmdump'])})"
         )
+        print(
+            f"  ... vs mitmdump under -O       {r['large_put_vs_mitmdump-O']:.2f} /"
+            f" {r['large_get_vs_mitmdump-O']:.2f}"
+        )
         if "large_put_vs_rclone_crypt" in r:
             print(
                 f"  large PUT/GET vs rclone crypt  {r['large_put_vs_rclone_crypt']:.2f} /"
@@ -654,7 +664,9 @@ def print_report(data: dict[str, Any], gateways: list[str]) -> None:
             f"  small ops vs mitmdump          {r['small_ops_vs_mitmdump']:.2f}"
             f"          (>= 0.7: {mark(met['small_vs_mitmdump'])})"
         )
+        print(f"  ... vs mitmdump under -O       {r['small_ops_vs_mitmdump-O']:.2f}")
         print(f"  range TTFB vs mitmdump         {r['range_ttfb_median_vs_mitmdump']:.2f}")
+        print(f"  ... vs mitmdump under -O       {r['range_ttfb_median_vs_mitmdump-O']:.2f}")
         print(
             f"  peak RSS, large object         {s['peak_rss_large_mib']:.0f} MiB"
             f"     (< 200: {mark(met['rss_large'])})"
@@ -778,6 +790,10 @@ def main() -> int:
         stoppable.append(backend)
         passthrough = start_passthrough("mitmdump", backend.endpoint_url, work / "mitmdump", [])
         stoppable.append(passthrough)
+        optimized = start_passthrough(
+            "mitmdump-O", backend.endpoint_url, work / "mitmdump-O", [], optimized=True
+        )
+        stoppable.append(optimized)
         gateways: dict[str, CliGateway] = {}
         for count in worker_counts:
             name = "gateway" if count == 1 else f"gateway-{count}w"
@@ -793,6 +809,7 @@ def main() -> int:
         endpoints = [
             Endpoint("direct", backend.endpoint_url, backend.credentials, bucket),
             Endpoint("mitmdump", passthrough.url, backend.credentials, bucket, [passthrough.pid]),
+            Endpoint("mitmdump-O", optimized.url, backend.credentials, bucket, [optimized.pid]),
         ]
         for name, gateway in gateways.items():
             endpoints.append(Endpoint(name, gateway.url, GATEWAY_USER, bucket, gateway.workers))

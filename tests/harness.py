@@ -886,6 +886,7 @@ def start_gateway(
     overrides: Mapping[str, Any] | None = None,
     extra_args: Sequence[str] = (),
     confdir: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Gateway:
     """Write the config into ``work_dir``, start mitmdump and wait until it is ready."""
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -926,7 +927,7 @@ def start_gateway(
         "gateway",
         argv,
         work_dir / "gateway.log",
-        env=child_env(PYTHONPATH=python_path),
+        env=child_env(PYTHONPATH=python_path, **(env or {})),
         cwd=REPO_ROOT,
         on_line=watch_for_port,
     )

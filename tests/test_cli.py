@@ -30,14 +30,20 @@ from tests.harness import (
 )
 
 
-def _start(name: str, argv: list[str], tmp_path: Path, port: int) -> ManagedProcess:
-    process = ManagedProcess(name, argv, tmp_path / f"{name}.log", env=child_env())
+def _start(name: str, argv: list[str], tmp_path: Path, port: int, **env: str) -> ManagedProcess:
+    process = ManagedProcess(name, argv, tmp_path / f"{name}.log", env=child_env(**env))
     wait_until(
         lambda: process.check_alive() or http_status(f"http://127.0.0.1:{port}/readyz") == 200,
         30,
         what=f"{name} /readyz",
     )
     return process
+
+
+def python_flags(pid: int) -> list[str]:
+    """The interpreter options of process ``pid`` (what comes before ``-m``)."""
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    return argv[1 : argv.index("-m")] if "-m" in argv else argv[1:2]
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,8 @@ def test_run_serves_from_a_config_file(moto_backend: Backend, tmp_path: Path) ->
     argv = run.argv("--set", f"confdir={tmp_path}", "--set", f"save_stream_file={flows}")
     process = _start("cli-run", argv, tmp_path, run.port)
     try:
+        # The same process, now under -O: mitmproxy's debug-only checks are off (ADR 0011).
+        assert python_flags(process.pid) == ["-O"]
         s3 = run.client()
         bucket = make_bucket(moto_backend, prefix="cli")
         s3.put_object(Bucket=bucket, Key="k", Body=b"via the CLI")
@@ -94,11 +102,13 @@ def test_run_lets_the_caller_override_its_own_options(
     moto_backend: Backend, tmp_path: Path
 ) -> None:
     """`run` sets gw_lean itself; given again, mitmproxy would not load the gateway's script
-    at all (a gw_* option with two values) and proxy unencrypted. The caller's value wins."""
+    at all (a gw_* option with two values) and proxy unencrypted. The caller's value wins,
+    as PYTHONOPTIMIZE=0 does over `run`'s -O."""
     run = run_config(moto_backend, tmp_path)
     argv = run.argv("--set", f"confdir={tmp_path}", "--set", "gw_lean=false")
-    process = _start("cli-override", argv, tmp_path, run.port)
+    process = _start("cli-override", argv, tmp_path, run.port, PYTHONOPTIMIZE="0")
     try:
+        assert "-O" not in python_flags(process.pid)
         s3 = run.client()
         bucket = make_bucket(moto_backend, prefix="cli")
         s3.put_object(Bucket=bucket, Key="k", Body=b"kept secret")
@@ -123,6 +133,7 @@ def test_run_with_two_workers_serves_from_both(moto_backend: Backend, tmp_path: 
             return workers if len(workers) == 2 and len(ready) == 2 else []
 
         workers = wait_until(listening_workers, 30, what="two workers listening")
+        assert all(python_flags(worker) == ["-O"] for worker in workers)
         # Presigned URLs default to SigV2.
         s3 = run.client(config=Config(signature_version="s3v4"))
         bucket = make_bucket(moto_backend, prefix="workers")
