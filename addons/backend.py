@@ -20,6 +20,7 @@ from http.client import HTTPConnection, HTTPException, HTTPSConnection
 
 from mitmproxy import http
 
+from addons.bodycrypto import headers_window
 from addons.resign import sign_for_backend
 from addons.s3.errors import BAD_GATEWAY, S3Error
 from addons.s3.sigv4 import EMPTY_SHA256
@@ -35,6 +36,8 @@ RETRY_STATUSES = frozenset({500, 502, 503, 504})
 RETRY_METHODS = frozenset({"GET", "HEAD"})
 # What a client gets once the attempts are used up, by the backend's last status.
 _STATUS_ERRORS = {500: "InternalError", 502: BAD_GATEWAY, 503: "SlowDown", 504: BAD_GATEWAY}
+# A side read found another version of the object than the answer it completes.
+OBJECT_CHANGED = "The object changed while it was being read."
 
 
 def backoff_delay(
@@ -131,3 +134,22 @@ async def get(
 ) -> tuple[int, http.Headers, bytes]:
     """GET ``path`` (with its query) on the backend; the body is cut at ``max_body`` bytes."""
     return await _request(backend, "GET", path, dict(headers or {}), max_body)
+
+
+async def get_stored_range(
+    backend: Backend, path: str, first: int, last: int, etag: str | None
+) -> tuple[http.Headers, bytes]:
+    """Bytes ``first..last`` of the stored object at ``path``, of the version whose
+    ETag is ``etag``: a side read that completes another answer. Returns the
+    answer's headers and body; the body ends early where the object does."""
+    headers = {"range": f"bytes={first}-{last}"}
+    if etag:
+        headers["if-match"] = etag
+    status, answer_headers, body = await get(backend, path, headers, max_body=last - first + 1)
+    if status == 412:
+        raise S3Error("InternalError", OBJECT_CHANGED)
+    window = headers_window(answer_headers)
+    if status not in (200, 206) or window is None or window.first != first:
+        log.error("s3gw: reading bytes %d-%d of %s: status %d", first, last, path, status)
+        raise S3Error(BAD_GATEWAY)
+    return answer_headers, body

@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 from mitmproxy import http
 
-from addons.backend import get
+from addons.backend import get_stored_range
 from addons.bodycrypto import (
     ENCRYPTION_HEADER,
     ENVELOPE_HEADER,
@@ -32,7 +32,6 @@ from addons.bodycrypto import (
     backend_window,
     check_covers,
     drop_checksum_headers,
-    headers_window,
     if_range_refused,
     serve_planned_range,
 )
@@ -40,7 +39,7 @@ from addons.config import Config
 from addons.failsafe import fail_closed_response
 from addons.flowstate import FlowState, state_of
 from addons.route import flow_backend
-from addons.s3.errors import BAD_GATEWAY, S3Error
+from addons.s3.errors import S3Error
 from addons.s3.multipartxml import MAX_PARTS, MIN_PART_SIZE, multipart_part_count, part_number
 from addons.s3.ops import Action
 from addons.settings import Backend
@@ -279,18 +278,9 @@ class StoredObject:
 
     async def frame_header(self, offset: int) -> FrameHeader:
         """The 48-byte frame header at ``offset`` (a side request for just those bytes)."""
-        headers = {"range": f"bytes={offset}-{offset + HEADER_LENGTH - 1}"}
-        if self._etag:
-            headers["if-match"] = self._etag  # the same object as the answer being served
-        status, answer_headers, body = await get(
-            self._backend, self._path, headers, max_body=HEADER_LENGTH
+        _, body = await get_stored_range(
+            self._backend, self._path, offset, offset + HEADER_LENGTH - 1, self._etag
         )
-        if status == 412:
-            raise S3Error("InternalError", "The object changed while it was being read.")
-        window = headers_window(answer_headers)
-        if status not in (200, 206) or window is None or window.first != offset:
-            log.error("s3gw: reading a frame header of %s: status %d", self._path, status)
-            raise S3Error(BAD_GATEWAY)
         if len(body) < HEADER_LENGTH:
             raise FormatError("the object ends inside a frame header")
         return FrameHeader.parse(body[:HEADER_LENGTH])
