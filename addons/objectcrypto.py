@@ -15,11 +15,12 @@ import logging
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from functools import partial
+from typing import NamedTuple
 from urllib.parse import quote, unquote
 
 from mitmproxy import http
 
-from addons.backend import head_object
+from addons.backend import OBJECT_CHANGED, get_stored_range, head_object
 from addons.bodycheck import upload_checks
 from addons.bodycrypto import (
     ENCRYPTION_HEADER,
@@ -62,6 +63,7 @@ from addons.transforms import (
     DownloadTransform,
     InputWindow,
     PlainWindowTransform,
+    ReplaceBodyTransform,
 )
 from crypto import (
     CryptoError,
@@ -88,6 +90,8 @@ UNENCRYPTED_COPY_SOURCE = (
     " a server-side copy would store it unencrypted. Download the object and upload it"
     " through the gateway instead."
 )
+PLAINTEXT_READS_OFF = "The object is not encrypted and plaintext reads are off."
+LENGTH_MISMATCH = "The stored object's length does not match its envelope."
 # An object without an envelope whose bytes are an S3G1 frame: never served as data.
 STORED_CIPHERTEXT = "The object's data is encrypted but its envelope metadata is missing."
 # An ETag no object has: a copy that must not happen unverified can then only fail.
@@ -236,7 +240,7 @@ class ObjectCrypto:
             # end of the stored object, which some backends refuse instead of clamping.
             stored = await _stored_size(flow, settings)
             if stored is not None:
-                size, chunk_size = stored
+                size, chunk_size = stored.size, stored.chunk_size
                 if size == 0 and requested.end:
                     # S3 serves an empty object whole (200) for a non-empty suffix.
                     state.range_request = None
@@ -249,7 +253,10 @@ class ObjectCrypto:
                     first, last = 0, 0
                 requested = RangeRequest(first, last)
         flow.request.headers["range"] = covering_range(
-            requested, chunk_size, plaintext_possible=plaintext_allowed(state, settings)
+            requested,
+            chunk_size,
+            plaintext_possible=plaintext_allowed(state, settings),
+            prefix_limit=settings.max_buffered_body,
         )
 
     # -- responses ----------------------------------------------------------
@@ -270,9 +277,10 @@ class ObjectCrypto:
         if response.status_code == 416 and state.range_request is not None:
             # The backend refused the covering range itself; its answer would name
             # that range and the stored (ciphertext) size.
-            stored = await _stored_size(flow, settings)
-            if stored is not None:
-                answer_unsatisfiable(flow, state, stored[0])
+            try:
+                await self._answer_refused_range(flow, state, settings, state.range_request)
+            except (S3Error, CryptoError) as error:
+                answer_failure(flow, state, error)
             return
         if response.status_code not in (200, 206):
             return
@@ -284,19 +292,51 @@ class ObjectCrypto:
         try:
             value = response.headers.get(ENVELOPE_HEADER)
             if value is None:
-                self._serve_plaintext(flow, state, settings)
+                await self._serve_plaintext(flow, state, settings)
             else:
                 self._serve_encrypted(flow, state, settings, value)
         except (S3Error, CryptoError) as error:
             answer_failure(flow, state, error)
 
-    def _serve_plaintext(self, flow: http.HTTPFlow, state: FlowState, settings: Settings) -> None:
+    async def _answer_refused_range(
+        self, flow: http.HTTPFlow, state: FlowState, settings: Settings, requested: RangeRequest
+    ) -> None:
+        """S3's 416, or the range itself from an unencrypted object that holds its start
+        but ends before the chunks an encrypted one would need (see covering_range)."""
+        stored = await _stored_size(flow, settings)
+        if stored is None:
+            return
+        try:
+            first, last = requested.resolve(stored.size)
+        except RangeNotSatisfiable:
+            answer_unsatisfiable(flow, state, stored.size)
+            return
+        if stored.encrypted:
+            # The chunks of a satisfiable range lie within an intact object.
+            raise S3Error("InternalError", LENGTH_MISMATCH)
+        if not plaintext_allowed(state, settings):
+            raise S3Error("AccessDenied", PLAINTEXT_READS_OFF)
+        headers, body = await _read_plaintext(flow, settings, first, last, stored.etag)
+        response = flow.response
+        assert response is not None
+        response.status_code = 206
+        response.reason = "Partial Content"
+        response.headers = headers
+        response.headers.pop("transfer-encoding", None)
+        response.headers["content-range"] = f"bytes {first}-{last}/{stored.size}"
+        response.headers["content-length"] = str(len(body))
+        response.headers[ENCRYPTION_HEADER] = "none"
+        drop_checksum_headers(response.headers)
+        state.encryption = "none"
+        response.stream = ReplaceBodyTransform(body)
+
+    async def _serve_plaintext(
+        self, flow: http.HTTPFlow, state: FlowState, settings: Settings
+    ) -> None:
         response = flow.response
         assert response is not None
         if not plaintext_allowed(state, settings):
-            raise S3Error(
-                "AccessDenied", "The object is not encrypted and plaintext reads are off."
-            )
+            raise S3Error("AccessDenied", PLAINTEXT_READS_OFF)
         response.headers[ENCRYPTION_HEADER] = "none"
         state.encryption = "none"
         if state.operation.action is Action.HEAD_OBJECT:
@@ -317,15 +357,26 @@ class ObjectCrypto:
         except RangeNotSatisfiable:
             answer_unsatisfiable(flow, state, window.total)
             return
-        check_covers(window, first, last)
+        prefix = b""
+        if first < window.first:
+            # The backend was asked for the chunks an encrypted object would need
+            # (covering_range); the bytes before them come from a side read.
+            prefix_last = min(last, window.first - 1)
+            _, prefix = await _read_plaintext(
+                flow, settings, first, prefix_last, response.headers.get("etag")
+            )
+        rest = first + len(prefix)  # the first byte the backend's answer serves
+        if rest <= last:
+            check_covers(window, rest, last)
         drop_checksum_headers(response.headers)
         response.status_code = 206
         response.headers["content-range"] = f"bytes {first}-{last}/{window.total}"
         response.headers["content-length"] = str(last - first + 1)
         response.stream = PlainWindowTransform(
-            InputWindow(first - window.first, last - first + 1),
+            InputWindow(rest - window.first, max(0, last - rest + 1)),
             from_start=window.first == 0,
             on_ciphertext=cut,
+            prefix=prefix,
         )
 
     def _serve_encrypted(
@@ -351,9 +402,7 @@ class ObjectCrypto:
         if window is None:
             raise S3Error("InternalError", "The storage backend sent no usable length.")
         if window.total != ciphertext_length(size, envelope.chunk_size):
-            raise S3Error(
-                "InternalError", "The stored object's length does not match its envelope."
-            )
+            raise S3Error("InternalError", LENGTH_MISMATCH)
         data_key = envelope.open(settings.keyring)
         on_error = partial(abort_stream, flow)
         requested: RangeRequest | None = state.range_request
@@ -402,14 +451,21 @@ def _hide_envelope(response: http.Response, *, head: bool) -> None:
 
 
 def covering_range(
-    requested: RangeRequest, chunk_size: int, *, plaintext_possible: bool = True
+    requested: RangeRequest,
+    chunk_size: int,
+    *,
+    plaintext_possible: bool = True,
+    prefix_limit: int = 0,
 ) -> str:
     """A backend range covering ``requested`` whether the object is encrypted or not.
 
     Encrypted objects need whole chunks; unencrypted (legacy) objects need the
-    bytes as asked. Asking for the union serves both without a HEAD first; when
-    unencrypted objects are not served (``plaintext_possible`` false) only the
-    chunks are fetched.
+    bytes as asked, which start up to 16 bytes per chunk earlier. The chunks
+    are fetched, with no HEAD first: an unencrypted object then gets the bytes
+    before them (at most ``prefix_limit``) from a side read, so only legacy
+    objects pay for them. Where that gap is larger, the union is fetched.
+    When unencrypted objects are not served (``plaintext_possible`` false) only
+    the chunks are fetched.
     Multipart objects have a frame header per part before a position, at most
     one per 5 MiB (the gateway's smallest part), so the end goes that much further.
     """
@@ -422,10 +478,12 @@ def covering_range(
         extra = HEADER_LENGTH + part_headers_before(plain)
         return f"bytes=-{plain + TAG_LENGTH * chunks + extra}"
     start = HEADER_LENGTH + (requested.start // chunk_size) * stride
-    if plaintext_possible:
+    if plaintext_possible and requested.start < HEADER_LENGTH:
         # From 0 when the range starts within a frame header's length, so that an
         # unencrypted answer can be checked for being an S3G1 frame after all.
-        start = 0 if requested.start < HEADER_LENGTH else min(requested.start, start)
+        start = 0
+    elif plaintext_possible and start - requested.start > prefix_limit:
+        start = requested.start
     if requested.end is None:
         return f"bytes={start}-"
     end = HEADER_LENGTH + (requested.end // chunk_size + 1) * stride - 1
@@ -464,29 +522,50 @@ def parsedate_to_datetime_or_none(value: str) -> datetime | None:
         return None
 
 
-async def _stored_size(flow: http.HTTPFlow, settings: Settings) -> tuple[int, int] | None:
-    """(plaintext size, chunk size) of the object a GET names, from a backend HEAD."""
+class StoredShape(NamedTuple):
+    """What a HEAD tells of the object a GET names."""
+
+    size: int  # plaintext bytes
+    chunk_size: int
+    encrypted: bool
+    etag: str | None
+
+
+async def _stored_size(flow: http.HTTPFlow, settings: Settings) -> StoredShape | None:
+    """Plaintext size, chunk size and ETag of the object a GET names, from a backend HEAD."""
     path = object_path(flow)
     status, headers = await head_object(flow_backend(flow, settings), path)
     if status != 200:
         return None
     value = headers.get(ENVELOPE_HEADER)
+    etag = headers.get("etag")
     try:
         if value is not None:
             envelope = Envelope.decode(value)
             if envelope.frame is not None:
-                return envelope.frame.plaintext_length, envelope.chunk_size
+                return StoredShape(envelope.frame.plaintext_length, envelope.chunk_size, True, etag)
             if envelope.multipart:
                 stored = StoredObject(
                     flow_backend(flow, settings),
                     path,
-                    headers.get("etag"),
+                    etag,
                     stored_part_count(headers),
                     envelope.chunk_size,
                 )
                 _, size = await stored.shape(int(headers.get("content-length", "")))
-                return size, envelope.chunk_size
+                return StoredShape(size, envelope.chunk_size, True, etag)
             return None
-        return int(headers.get("content-length", "")), settings.chunk_size
+        return StoredShape(int(headers.get("content-length", "")), settings.chunk_size, False, etag)
     except (CryptoError, S3Error, ValueError):
         return None
+
+
+async def _read_plaintext(
+    flow: http.HTTPFlow, settings: Settings, first: int, last: int, etag: str | None
+) -> tuple[http.Headers, bytes]:
+    """Bytes ``first..last`` of the unencrypted object a GET names, all of them."""
+    backend = flow_backend(flow, settings)
+    headers, body = await get_stored_range(backend, object_path(flow), first, last, etag)
+    if len(body) != last - first + 1:
+        raise S3Error("InternalError", OBJECT_CHANGED)
+    return headers, body

@@ -257,7 +257,8 @@ SETTINGS: tuple[Setting, ...] = (
         "max_buffered_body",
         "integer",
         "Largest body of a non-object request (bucket policy, DeleteObjects...) the gateway "
-        "buffers to sign; larger ones are refused.",
+        "buffers to sign; larger ones are refused. Also the most bytes of an unencrypted "
+        "object read apart for a ranged GET (ADR 0003).",
         default=8 * 1024 * 1024,
         unit="bytes",
         minimum=1024,

@@ -167,15 +167,22 @@ class PlainWindowTransform:
     another's body during an overwrite) would otherwise reach the client as
     its data. The first frame header's worth of bytes is held back and
     checked; on a match ``on_ciphertext`` is called (it cuts the transfer).
+    ``prefix``, bytes of the object just before the window, goes out first.
     """
 
     def __init__(
-        self, window: InputWindow | None, *, from_start: bool, on_ciphertext: Callable[[], None]
+        self,
+        window: InputWindow | None,
+        *,
+        from_start: bool,
+        on_ciphertext: Callable[[], None],
+        prefix: bytes = b"",
     ) -> None:
         self._window = window
         self._head: bytearray | None = bytearray() if from_start else None
         self._on_ciphertext = on_ciphertext
         self._failed = False
+        self._prefix = prefix  # bytes served before the window's (read apart)
 
     def __call__(self, data: bytes) -> list[bytes]:
         if self._failed:
@@ -192,6 +199,8 @@ class PlainWindowTransform:
             data = head
         if data and self._window is not None:
             data = self._window.select(data)
+        if self._prefix:
+            data, self._prefix = self._prefix + data, b""
         return [data] if data else []
 
 

@@ -61,3 +61,16 @@ def test_a_window_past_the_start_is_not_checked() -> None:
         InputWindow(0, 50), from_start=False, on_ciphertext=lambda: pytest.fail("cut")
     )
     assert run(transform, body, 64) == body[:50]
+
+
+@pytest.mark.parametrize("read", [1, 100, 65535])
+@pytest.mark.parametrize(("skip", "length"), [(0, 500), (10, 90), (0, 0)])
+def test_bytes_read_apart_go_first(read: int, skip: int, length: int) -> None:
+    """An unencrypted object's bytes before the fetched window (read apart) lead,
+    also when the window contributes nothing."""
+    fetched = os.urandom(1000)
+    prefix = os.urandom(64)
+    transform = PlainWindowTransform(
+        InputWindow(skip, length), from_start=False, on_ciphertext=lambda: None, prefix=prefix
+    )
+    assert run(transform, fetched, read) == prefix + fetched[skip : skip + length]
