@@ -52,14 +52,16 @@ _UPLOAD_BODY_HEADERS = (
     "transfer-encoding",
 )
 # Checksums the backend computed over ciphertext (or the whole object) must not reach clients.
-_CHECKSUM_HEADER = re.compile(r"x-amz-checksum-.*|content-md5", re.IGNORECASE)
+_CHECKSUM_HEADER = re.compile(rb"x-amz-checksum-.*|content-md5", re.IGNORECASE)
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 
 
 def drop_checksum_headers(headers: http.Headers) -> None:
-    for name in list(headers.keys()):
-        if _CHECKSUM_HEADER.fullmatch(name):
-            del headers[name]
+    # On the raw fields: it runs on every object answer, and a lookup per header
+    # name cost 3% of a small request.
+    kept = tuple(field for field in headers.fields if not _CHECKSUM_HEADER.fullmatch(field[0]))
+    if len(kept) != len(headers.fields):
+        headers.fields = kept
 
 
 # -- uploads ------------------------------------------------------------------
