@@ -26,11 +26,8 @@ from addons.s3.errors import S3Error
 from addons.settings import Backend
 
 # Client authentication that must not reach the backend.
-_CLIENT_AUTH_HEADERS = (
-    "authorization",
-    "x-amz-date",
-    "x-amz-content-sha256",
-    "x-amz-security-token",
+_CLIENT_AUTH_HEADERS = frozenset(
+    {b"authorization", b"x-amz-date", b"x-amz-content-sha256", b"x-amz-security-token"}
 )
 _PRESIGN_PARAMS = frozenset(
     {
@@ -63,18 +60,23 @@ def strip_presign_query(path: str) -> str:
 
 def sign_for_backend(request: http.Request, backend: Backend, payload_hash: str) -> None:
     """Replace the client's authentication by a backend signature, in place."""
-    for name in _CLIENT_AUTH_HEADERS:
-        request.headers.pop(name, None)
+    # On the raw header fields, in one pass each: lookups by name (and pop() of
+    # absent names, which raises inside) were a third of the re-signing time.
+    request.headers.fields = tuple(
+        field for field in request.headers.fields if field[0].lower() not in _CLIENT_AUTH_HEADERS
+    )
     request.path = strip_presign_query(request.path)
-    request.scheme = backend.scheme
-    request.host = backend.host
-    request.port = backend.port
+    if (request.scheme, request.host, request.port) != (backend.scheme, backend.host, backend.port):
+        request.scheme = backend.scheme
+        request.host = backend.host
+        request.port = backend.port
     request.headers["host"] = backend.netloc
-    signed = {"host": backend.netloc}
-    for name in request.headers:
-        lower = name.lower()
-        if lower.startswith("x-amz-") or lower == "content-md5":
-            signed[lower] = ",".join(request.headers.get_all(name))
+    amz: dict[str, list[str]] = {}
+    for raw_name, raw_value in request.headers.fields:
+        name = raw_name.decode("utf-8", "surrogateescape").lower()  # as mitmproxy's Headers
+        if name.startswith("x-amz-") or name == "content-md5":
+            amz.setdefault(name, []).append(raw_value.decode("utf-8", "surrogateescape"))
+    signed = {"host": backend.netloc} | {name: ",".join(values) for name, values in amz.items()}
     aws_request = AWSRequest(
         method=request.method,
         url=f"{backend.scheme}://{backend.netloc}{request.path}",
