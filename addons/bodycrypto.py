@@ -227,6 +227,18 @@ def check_covers(window: ByteWindow, first: int, last: int) -> None:
         )
 
 
+def resolve_or_answer_416(
+    flow: http.HTTPFlow, state: FlowState, requested: RangeRequest, size: int
+) -> tuple[int, int] | None:
+    """The first and last byte ``requested`` names in an object of ``size`` bytes, or
+    None once the backend's answer has been replaced by S3's 416."""
+    try:
+        return requested.resolve(size)
+    except RangeNotSatisfiable:
+        answer_unsatisfiable(flow, state, size)
+        return None
+
+
 def answer_unsatisfiable(flow: http.HTTPFlow, state: FlowState, size: int) -> None:
     """Replace the backend's answer with S3's 416 for a range outside ``size`` bytes."""
     response = flow.response

@@ -28,11 +28,11 @@ from addons.bodycrypto import (
     abort_stream,
     answer_failure,
     answer_head_range,
-    answer_unsatisfiable,
     backend_window,
     check_covers,
     drop_checksum_headers,
     if_range_refused,
+    resolve_or_answer_416,
     serve_planned_range,
 )
 from addons.config import Config
@@ -53,7 +53,6 @@ from crypto import (
     ObjectDecryptor,
     PartLayout,
     PartsRangeDecryptor,
-    RangeNotSatisfiable,
     RangeRequest,
     plaintext_length,
     plan_parts_range,
@@ -168,11 +167,10 @@ class MultipartReads:
         response = flow.response
         assert response is not None
         layout, first_header = await stored.layout(window.total, for_ranges=True)
-        try:
-            first, last = requested.resolve(layout.object_size)
-        except RangeNotSatisfiable:
-            answer_unsatisfiable(flow, state, layout.object_size)
+        span = resolve_or_answer_416(flow, state, requested, layout.object_size)
+        if span is None:
             return
+        first, last = span
         plan = plan_parts_range(first, last, layout)
         check_covers(window, plan.ciphertext_first, plan.ciphertext_last)
         # Check the layout where the range starts and ends before streaming anything.

@@ -29,7 +29,6 @@ from addons.bodycrypto import (
     add_envelope,
     answer_failure,
     answer_head_range,
-    answer_unsatisfiable,
     backend_window,
     check_covers,
     crypto_error,
@@ -38,6 +37,7 @@ from addons.bodycrypto import (
     if_range_refused,
     pass_request_body,
     reject_reserved_metadata,
+    resolve_or_answer_416,
     serve_planned_range,
 )
 from addons.config import Config
@@ -306,11 +306,10 @@ class ObjectCrypto:
         stored = await _stored_size(flow, settings)
         if stored is None:
             return
-        try:
-            first, last = requested.resolve(stored.size)
-        except RangeNotSatisfiable:
-            answer_unsatisfiable(flow, state, stored.size)
+        span = resolve_or_answer_416(flow, state, requested, stored.size)
+        if span is None:
             return
+        first, last = span
         if stored.encrypted:
             # The chunks of a satisfiable range lie within an intact object.
             raise S3Error("InternalError", LENGTH_MISMATCH)
@@ -352,11 +351,10 @@ class ObjectCrypto:
                 None, from_start=response.status_code == 200, on_ciphertext=cut
             )
             return
-        try:
-            first, last = requested.resolve(window.total)
-        except RangeNotSatisfiable:
-            answer_unsatisfiable(flow, state, window.total)
+        span = resolve_or_answer_416(flow, state, requested, window.total)
+        if span is None:
             return
+        first, last = span
         prefix = b""
         if first < window.first:
             # The backend was asked for the chunks an encrypted object would need
@@ -418,12 +416,11 @@ class ObjectCrypto:
                 response.headers["content-range"] = f"bytes 0-{max(size - 1, 0)}/{size}"
             response.stream = DownloadTransform(decryptor, window=None, on_error=on_error)
             return
-        try:
-            first, last = requested.resolve(size)
-        except RangeNotSatisfiable:
+        span = resolve_or_answer_416(flow, state, requested, size)
+        if span is None:
             data_key.close()
-            answer_unsatisfiable(flow, state, size)
             return
+        first, last = span
         plan = plan_range(first, last, size, envelope.chunk_size)
         check_covers(window, plan.ciphertext_first, plan.ciphertext_last)
         decryptor_range = RangeDecryptor(data_key, envelope.frame, plan)
