@@ -48,6 +48,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from addons.backend import OBJECT_CHANGED
 from tests.harness import Backend, Gateway, GatewayFactory, make_bucket, rss_bytes
 
 pytestmark = pytest.mark.slow
@@ -61,7 +62,6 @@ C = 64 * 1024
 SIZES = [0, 1, 1000, C - 1, C, C + 1, 200_000, MIB + 5, 3 * MIB + 17]
 PART = 5 * MIB
 RSS_MARGIN = 48 * MIB
-OBJECT_CHANGED = "The object changed while it was being read."
 BACKEND_CRASH = "backend 500"
 # Operation mix (weights).
 MIX = {
