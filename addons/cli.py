@@ -253,7 +253,9 @@ Press Ctrl-C to stop.
 """,
             flush=True,
         )
-        return run(str(config_path), ["--set", "termlog_verbosity=warn"])
+        # As a child (run starts mitmproxy under -O, replacing its process), so that
+        # the backend is stopped here when the gateway exits.
+        return supervise(str(config_path), ["--set", "termlog_verbosity=warn"], 1, 0)
     finally:
         backend.terminate()
         try:

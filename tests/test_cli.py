@@ -196,7 +196,9 @@ def test_demo_starts_a_backend_and_the_gateway(tmp_path: Path) -> None:
     port = free_port()
     argv = [find_executable("s3-encryption-gateway"), "demo", "--port", str(port)]
     process = _start("cli-demo", argv, tmp_path, port)
+    children = child_pids(process.pid)  # the backend and the gateway
     try:
+        assert len(children) == 2
         output = process.output()
         assert DEMO_ACCESS_KEY in output
         s3 = s3_client(f"http://127.0.0.1:{port}", Credentials(DEMO_ACCESS_KEY, DEMO_SECRET_KEY))
@@ -209,3 +211,5 @@ def test_demo_starts_a_backend_and_the_gateway(tmp_path: Path) -> None:
         os.kill(process.pid, signal.SIGINT)
         assert process.process.wait(15) is not None
         process.stop()
+    # Ctrl-C stops the whole demo: nothing is left running.
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
