@@ -88,7 +88,7 @@ def run(config_path: str, extra: list[str], *, workers: int = 1, reuse_port: boo
     if not _optimized():
         own = ["run", "--config", config_path, "--workers", "1"]
         own += ["--reuse-port"] if reuse_port else []
-        os.execv(sys.executable, [*python_command(), *own, *extra])
+        os.execve(sys.executable, [*python_command(), *own, *extra], python_env())
     if reuse_port:
         listen_with_reuse_port()
     mitmdump(mitmdump_args(config_path, extra, settings))
@@ -110,7 +110,17 @@ def python_command() -> list[str]:
     an ``assert``.
     """
     optimize = [] if _optimized() else ["-O"]
-    return [sys.executable, *optimize, "-m", "addons.cli"]
+    # -P: not the working directory's own `addons` package (a common name next to
+    # mitmproxy scripts); python_env() puts this installation's first instead.
+    return [sys.executable, *optimize, "-P", "-m", "addons.cli"]
+
+
+def python_env() -> dict[str, str]:
+    """The environment for :func:`python_command`: this installation's ``addons`` first."""
+    root = str(Path(addons.__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    return env
 
 
 def listen_with_reuse_port() -> None:
@@ -152,7 +162,7 @@ def supervise(config_path: str, extra: list[str], workers: int, metrics_port: in
         own = ["--set", f"gw_metrics_port={metrics_port + index}"] if metrics_port else []
         argv = [*python_command(), "run", "--config", config_path]
         argv += ["--workers", "1", "--reuse-port", *extra, *own]
-        children.append(subprocess.Popen(argv))
+        children.append(subprocess.Popen(argv, env=python_env()))
         print(f"s3-encryption-gateway: worker {index} pid {children[-1].pid}", flush=True)
     pid, status = os.wait()
     code = os.waitstatus_to_exitcode(status)

@@ -30,8 +30,10 @@ from tests.harness import (
 )
 
 
-def _start(name: str, argv: list[str], tmp_path: Path, port: int, **env: str) -> ManagedProcess:
-    process = ManagedProcess(name, argv, tmp_path / f"{name}.log", env=child_env(**env))
+def _start(
+    name: str, argv: list[str], tmp_path: Path, port: int, cwd: Path | None = None, **env: str
+) -> ManagedProcess:
+    process = ManagedProcess(name, argv, tmp_path / f"{name}.log", env=child_env(**env), cwd=cwd)
     wait_until(
         lambda: process.check_alive() or http_status(f"http://127.0.0.1:{port}/readyz") == 200,
         30,
@@ -44,6 +46,14 @@ def python_flags(pid: int) -> list[str]:
     """The interpreter options of process ``pid`` (what comes before ``-m``)."""
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
     return argv[1 : argv.index("-m")] if "-m" in argv else argv[1:2]
+
+
+def decoy_addons(directory: Path) -> Path:
+    """A working directory holding another ``addons`` package, as mitmproxy users have."""
+    package = directory / "decoy" / "addons"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("raise SystemExit('the wrong addons package')\n")
+    return package.parent
 
 
 @dataclass(frozen=True)
@@ -81,10 +91,11 @@ def test_run_serves_from_a_config_file(moto_backend: Backend, tmp_path: Path) ->
     # `run` drops mitmproxy's flow saving (gw_lean): asked to, it still writes no flows.
     flows = tmp_path / "flows.mitm"
     argv = run.argv("--set", f"confdir={tmp_path}", "--set", f"save_stream_file={flows}")
-    process = _start("cli-run", argv, tmp_path, run.port)
+    # Started where another `addons` package lies: run re-executes itself with this one.
+    process = _start("cli-run", argv, tmp_path, run.port, cwd=decoy_addons(tmp_path))
     try:
         # The same process, now under -O: mitmproxy's debug-only checks are off (ADR 0011).
-        assert python_flags(process.pid) == ["-O"]
+        assert python_flags(process.pid) == ["-O", "-P"]
         s3 = run.client()
         bucket = make_bucket(moto_backend, prefix="cli")
         s3.put_object(Bucket=bucket, Key="k", Body=b"via the CLI")
@@ -121,9 +132,8 @@ def test_run_lets_the_caller_override_its_own_options(
 def test_run_with_two_workers_serves_from_both(moto_backend: Backend, tmp_path: Path) -> None:
     run = run_config(moto_backend, tmp_path)
     port = run.port
-    process = _start(
-        "cli-workers", run.argv("--workers", "2", "--set", f"confdir={tmp_path}"), tmp_path, port
-    )
+    argv = run.argv("--workers", "2", "--set", f"confdir={tmp_path}")
+    process = _start("cli-workers", argv, tmp_path, port, cwd=decoy_addons(tmp_path))
     try:
         # Both workers hold a listening socket on the one port.
         def listening_workers() -> list[int]:
@@ -133,7 +143,7 @@ def test_run_with_two_workers_serves_from_both(moto_backend: Backend, tmp_path: 
             return workers if len(workers) == 2 and len(ready) == 2 else []
 
         workers = wait_until(listening_workers, 30, what="two workers listening")
-        assert all(python_flags(worker) == ["-O"] for worker in workers)
+        assert all(python_flags(worker) == ["-O", "-P"] for worker in workers)
         # Presigned URLs default to SigV2.
         s3 = run.client(config=Config(signature_version="s3v4"))
         bucket = make_bucket(moto_backend, prefix="workers")
