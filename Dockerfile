@@ -57,9 +57,13 @@ RUN groupadd --system --gid 10001 s3gw \
     && mkdir -p /etc/s3gw
 
 # The wheels are bind-mounted from the build stage, so they never become a layer.
+# `run` starts Python with -O (ADR 0011), which reads .opt-1.pyc files: compiled
+# here, since the runtime user cannot write them (a second of start-up otherwise).
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links=/wheels \
-        /wheels/s3_encryption_gateway-*.whl
+        /wheels/s3_encryption_gateway-*.whl \
+    && python -O -m compileall -q -j 0 \
+        "$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 
 USER 10001:10001
 EXPOSE 8080
