@@ -96,6 +96,8 @@ class Sample:
     ttfb: float  # request sent -> first body byte received
     headers: float  # request sent -> status line and headers parsed
     total: float  # request sent -> last body byte received
+    # request sent -> the first ``first_piece`` body bytes received (see Target.get)
+    first_piece: float
 
 
 class Target:
@@ -108,7 +110,14 @@ class Target:
         self.path = path
         self._connection: http.client.HTTPConnection | None = None
 
-    def get(self, range_header: str) -> tuple[Sample, bytes, dict[str, str]]:
+    def get(self, range_header: str, first_piece: int = 1) -> tuple[Sample, bytes, dict[str, str]]:
+        """GET with ``range_header``, timing the first byte and the first ``first_piece`` bytes.
+
+        A gateway that verifies each AEAD chunk before releasing it can send its
+        first byte no earlier than a passthrough delivers the end of that chunk:
+        ``first_piece`` set to the plaintext up to the first chunk boundary makes the
+        passthrough's ``Sample.first_piece`` that floor.
+        """
         full_url = self.url + self.path
         headers = sign("GET", full_url, self.credentials, headers=[("Range", range_header)])
         if self._connection is None:
@@ -126,14 +135,16 @@ class Target:
         got_headers = time.perf_counter()
         first = response.read(1)
         got_first = time.perf_counter()
+        piece = response.read(first_piece - 1) if first_piece > 1 else b""
+        got_piece = time.perf_counter()
         rest = response.read()
         done = time.perf_counter()
         response_headers = {name.lower(): value for name, value in response.getheaders()}
         if response.will_close:
             self.close()
         return (
-            Sample(got_first - start, got_headers - start, done - start),
-            first + rest,
+            Sample(got_first - start, got_headers - start, done - start, got_piece - start),
+            first + piece + rest,
             response_headers,
         )
 

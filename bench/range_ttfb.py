@@ -9,6 +9,14 @@ the middle of it through both, interleaved, and reports median and p90 of the
 time to the first body byte and of the total time, and the gateway/passthrough
 ratios against both passthroughs (target: median TTFB ratio < 1.05).
 
+It also reports the floor that fail-closed decryption sets: the gateway may
+release no byte of a chunk before the whole chunk has arrived and its tag is
+verified, so its first byte cannot leave before a passthrough has delivered the
+range up to the end of that first chunk. That time, measured on the
+passthrough, is printed as a ratio to the passthrough's own first byte (what
+a gateway doing no work at all would score) and the gateway is also compared
+with it.
+
 How many bytes the gateway fetches from the backend for that range is
 measured, not computed: a second gateway reads through another plain mitmdump
 that records every backend response (``-w``); the Content-Length of those
@@ -58,7 +66,6 @@ from tests.rawclient import signed_request
 KIB = 1024
 MIB = 1024 * KIB
 RANGE_LENGTH = 1 * MIB
-STRIDE = CHUNK_SIZE + TAG_LENGTH
 RESULTS = Path(__file__).resolve().parent / "results" / "range_ttfb.json"
 
 
@@ -117,6 +124,12 @@ def main() -> int:
         help="gateways with encryption.allow_plaintext_reads false: the backend range is then"
         " the chunks alone, not their union with the plaintext positions (ADR 0003)",
     )
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=CHUNK_SIZE,
+        help="the gateways' encryption.chunk_size (plaintext bytes per chunk)",
+    )
     parser.add_argument("--json", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -125,6 +138,10 @@ def main() -> int:
     first = size // 2 + 12345
     last = first + RANGE_LENGTH - 1
     range_header = f"bytes={first}-{last}"
+    # Plaintext from the range's first byte to the end of the chunk holding it.
+    chunk_size = args.chunk_size
+    stride = chunk_size + TAG_LENGTH
+    to_chunk_end = chunk_size - first % chunk_size
     load_before = os.getloadavg()
     run_started = time.perf_counter()
 
@@ -133,9 +150,9 @@ def main() -> int:
     try:
         backend = start_rclone(work / "rclone", work / "rclone" / "data")
         stoppable.append(backend)
-        overrides = (
-            {"encryption": {"allow_plaintext_reads": False}} if args.no_plaintext_reads else {}
-        )
+        overrides: dict[str, Any] = {"encryption": {"chunk_size": chunk_size}}
+        if args.no_plaintext_reads:
+            overrides["encryption"]["allow_plaintext_reads"] = False
         # gw_lean as `s3-encryption-gateway run` sets it (ADR 0009).
         gateway_args = [*QUIET, "--set", "gw_lean=true"]
         gateway = start_gateway(
@@ -188,7 +205,7 @@ def main() -> int:
         }
 
         def checked_get(target: Target) -> Sample:
-            sample, body, headers = target.get(range_header)
+            sample, body, headers = target.get(range_header, first_piece=to_chunk_end)
             if body != expected or headers.get("content-range") != f"bytes {first}-{last}/{size}":
                 raise RuntimeError(f"{target.name}: wrong answer {headers}")
             return sample
@@ -226,6 +243,7 @@ def main() -> int:
         name: {
             "ttfb": summarize([s.ttfb for s in values]),
             "headers": summarize([s.headers for s in values]),
+            "first_chunk_end": summarize([s.first_piece for s in values]),
             "total": summarize([s.total for s in values]),
         }
         for name, values in samples.items()
@@ -245,11 +263,22 @@ def main() -> int:
 
     ratios = ratios_over("passthrough")
     ratios_optimized = ratios_over("passthrough-O")
+    floors = {
+        name: {
+            "first_chunk_end_median_ms": stats[name]["first_chunk_end"]["median_ms"],
+            # What a gateway adding no time at all would score against the target.
+            "floor_over_ttfb": stats[name]["first_chunk_end"]["median_ms"]
+            / stats[name]["ttfb"]["median_ms"],
+            "gateway_ttfb_over_floor": stats["gateway"]["ttfb"]["median_ms"]
+            / stats[name]["first_chunk_end"]["median_ms"],
+        }
+        for name in ("passthrough", "passthrough-O")
+    }
     result = {
         "object_bytes": size,
         "range": range_header,
         "range_bytes": RANGE_LENGTH,
-        "chunk_size": CHUNK_SIZE,
+        "chunk_size": chunk_size,
         "allow_plaintext_reads": not args.no_plaintext_reads,
         "repetitions": args.repetitions,
         "warmup": args.warmup,
@@ -259,15 +288,16 @@ def main() -> int:
         "stats": stats,
         "ratios_gateway_over_passthrough": ratios,
         "ratios_gateway_over_passthrough_optimized": ratios_optimized,
+        "verification_floor": {"plaintext_to_first_chunk_end": to_chunk_end, **floors},
         "backend_reads_for_gateway_range": backend_reads,
         "backend_bytes_fetched": fetched,
         "over_read_bytes": over_read,
-        "over_read_chunks": over_read / STRIDE,
+        "over_read_chunks": over_read / stride,
         "targets": {
             "ttfb_median_ratio_below": 1.05,
-            "over_read_at_most_bytes": 2 * STRIDE,
+            "over_read_at_most_bytes": 2 * stride,
             "ttfb_met": ratios["ttfb_median"] < 1.05,
-            "over_read_met": over_read <= 2 * STRIDE,
+            "over_read_met": over_read <= 2 * stride,
         },
         "environment": {
             "cpus": os.cpu_count(),
@@ -296,9 +326,16 @@ def main() -> int:
             f" {values['ttfb_p90']:.3f}; total median {values['total_median']:.3f}, p90"
             f" {values['total_p90']:.3f} (target TTFB median < 1.05)"
         )
+    for label, floor in floors.items():
+        print(
+            f"{label} delivers the range up to the first chunk's end ({to_chunk_end} bytes)"
+            f" in {floor['first_chunk_end_median_ms']:.2f} ms = {floor['floor_over_ttfb']:.3f}"
+            f" of its TTFB (the floor for verified decryption); gateway TTFB"
+            f" {floor['gateway_ttfb_over_floor']:.3f} of that floor"
+        )
     print(
         f"backend bytes for the gateway's range: {fetched} ({backend_reads[0]['backend_range']}),"
-        f" over-read {over_read} = {over_read / STRIDE:.2f} chunks (target <= 2)"
+        f" over-read {over_read} = {over_read / stride:.2f} chunks (target <= 2)"
     )
     print(f"results: {args.json}")
     return 0
