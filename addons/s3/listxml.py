@@ -25,6 +25,8 @@ from typing import Any, Final
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser
 
+from addons.s3.multipartxml import multipart_part_count
+from addons.s3.xmledit import local_name, splice, text_start
 from crypto import FormatError
 from crypto.sizes import aligned_frames_plaintext_length, plaintext_length
 
@@ -41,23 +43,12 @@ MAX_LISTING_BYTES: Final = 16 * 1024 * 1024
 
 # Root element -> the entries that carry an object size.
 _SIZED_ENTRIES: Final = {"ListBucketResult": "Contents", "ListVersionsResult": "Version"}
-# A multipart upload's ETag: "<hex digest>-<part count>".
-_MULTIPART_ETAG = re.compile(r'\s*"?[0-9A-Fa-f]+-([1-9][0-9]{0,4})"?\s*')
 # Up to 19 digits: any object size, and far below int()'s digit limit.
 _SIZE_TEXT = re.compile(r"\s*([0-9]{1,19})\s*", re.ASCII)
 
 
 class ListingError(ValueError):
     """The backend's listing is not a document the gateway can read or rewrite."""
-
-
-def _local_name(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
-
-
-def _multipart_part_count(etag: str | None) -> int | None:
-    match = _MULTIPART_ETAG.fullmatch(etag or "")
-    return int(match[1]) if match else None
 
 
 def listed_plaintext_size(stored_size: int, etag: str | None, chunk_size: int) -> int:
@@ -67,7 +58,7 @@ def listed_plaintext_size(stored_size: int, etag: str | None, chunk_size: int) -
     valid lengths) belongs to an object stored before the gateway and is
     returned as it is.
     """
-    parts = _multipart_part_count(etag)
+    parts = multipart_part_count(etag)
     try:
         if parts is None:
             return plaintext_length(stored_size, chunk_size)
@@ -107,10 +98,10 @@ class _EntryCollector:
     def start(self, tag: str, attrib: dict[str, str]) -> None:
         self._depth += 1
         if self._depth == 1:
-            self.root = _local_name(tag)
-        elif self._depth == 2 and _local_name(tag) == _SIZED_ENTRIES.get(self.root):
+            self.root = local_name(tag)
+        elif self._depth == 2 and local_name(tag) == _SIZED_ENTRIES.get(self.root):
             self._entry = _Entry()
-        elif self._depth == 3 and self._entry is not None and _local_name(tag) in ("ETag", "Size"):
+        elif self._depth == 3 and self._entry is not None and local_name(tag) in ("ETag", "Size"):
             self._text = []
 
     def data(self, text: str) -> None:
@@ -120,7 +111,7 @@ class _EntryCollector:
     def end(self, tag: str) -> None:
         if self._depth == 3 and self._entry is not None and self._text is not None:
             text = "".join(self._text)
-            if _local_name(tag) == "Size":
+            if local_name(tag) == "Size":
                 self._entry.sizes.append((text, self.expat.CurrentByteIndex))
             else:
                 self._entry.etag = text
@@ -171,18 +162,9 @@ def plaintext_listing(
             listed = listed_plaintext_size(stored, entry.etag, chunk_size)
             if listed == stored:
                 continue
-            start = end - len(text)
-            # Entity references or a non-ASCII encoding would make the parsed
-            # text differ from the raw bytes; S3 never sends sizes like that.
-            if start < 1 or document[start - 1 : end] != b">" + text.encode("ascii"):
-                raise ListingError(f"cannot locate the size {text!r} in the listing")
+            try:
+                start = text_start(document, text, end)
+            except ValueError:
+                raise ListingError(f"cannot locate the size {text!r} in the listing") from None
             replacements.append((start, end, str(listed).encode("ascii")))
-    if not replacements:
-        return document
-    pieces: list[bytes] = []
-    position = 0
-    for start, end, new_text in replacements:
-        pieces += (document[position:start], new_text)
-        position = end
-    pieces.append(document[position:])
-    return b"".join(pieces)
+    return splice(document, replacements)

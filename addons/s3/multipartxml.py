@@ -25,8 +25,10 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser
 
 from addons.s3.errors import S3Error
+from addons.s3.xmledit import element_end, local_name, splice, text_start
 
 __all__ = [
+    "CHECKSUM_ELEMENTS",
     "MAX_COMPLETE_BODY",
     "MAX_PARTS",
     "MAX_PART_SIZE",
@@ -38,6 +40,7 @@ __all__ = [
     "complete_request_xml",
     "multipart_part_count",
     "normalized_etag",
+    "parse_backend_document",
     "parse_complete_request",
     "parse_parts_page",
     "part_number",
@@ -56,7 +59,8 @@ _MAX_BACKEND_DOCUMENT: Final = 8 * 1024 * 1024
 _MAX_BACKEND_ELEMENTS: Final = 100_000
 
 S3_NAMESPACE: Final = "http://s3.amazonaws.com/doc/2006-03-01/"
-_PART_CHECKSUMS: Final = frozenset(
+# The elements that carry a part's (or an object's) checksum, one per algorithm.
+CHECKSUM_ELEMENTS: Final = frozenset(
     {"ChecksumCRC32", "ChecksumCRC32C", "ChecksumCRC64NVME", "ChecksumSHA1", "ChecksumSHA256"}
 )
 _DIGITS = re.compile(r"\s*([0-9]{1,19})\s*", re.ASCII)
@@ -96,30 +100,37 @@ def part_number(text: str | None) -> int:
     return number
 
 
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
-
-
 class _Target:
-    """Builds the tree, counts elements, and notes where chosen elements' texts end.
+    """Builds the tree, counts elements, and notes where chosen elements lie.
 
     ``located`` maps a path of local names below the root (``("Part", "Size")``)
-    to the byte offsets of ``</`` of each such element, in document order.
+    to the byte offsets of ``</`` of each such element, in document order;
+    ``started`` maps the paths in ``starts`` to the offsets of their ``<``.
     """
 
-    def __init__(self, max_elements: int, locate: Iterable[tuple[str, ...]] = ()) -> None:
+    def __init__(
+        self,
+        max_elements: int,
+        locate: Iterable[tuple[str, ...]] = (),
+        starts: Iterable[tuple[str, ...]] = (),
+    ) -> None:
         self._builder = ET.TreeBuilder()
         self._left = max_elements
         self._path: list[str] = []
-        self._locate = frozenset(locate)
+        self._starts = frozenset(starts)
+        self._locate = frozenset(locate) | self._starts
         self.expat: Any = None
         self.located: dict[tuple[str, ...], list[int]] = {}
+        self.started: dict[tuple[str, ...], list[int]] = {}
 
     def start(self, tag: str, attrib: dict[str, str]) -> ET.Element:
         self._left -= 1
         if self._left < 0:
             raise _TooLarge
-        self._path.append(_local(tag))
+        self._path.append(local_name(tag))
+        path = tuple(self._path[1:])
+        if path in self._starts:
+            self.started.setdefault(path, []).append(self.expat.CurrentByteIndex)
         return self._builder.start(tag, attrib)
 
     def data(self, text: str) -> None:
@@ -165,11 +176,11 @@ def parse_complete_request(body: bytes) -> list[CompletedPart]:
         root = _parse(body, _Target(_MAX_COMPLETE_ELEMENTS))
     except (ValueError, _TooLarge, DefusedXmlException):
         raise S3Error("MalformedXML") from None
-    if _local(root.tag) != "CompleteMultipartUpload" or (root.text or "").strip():
+    if local_name(root.tag) != "CompleteMultipartUpload" or (root.text or "").strip():
         raise S3Error("MalformedXML")
     parts: list[CompletedPart] = []
     for element in root:
-        if _local(element.tag) != "Part" or (element.tail or "").strip():
+        if local_name(element.tag) != "Part" or (element.tail or "").strip():
             raise S3Error("MalformedXML")
         parts.append(_completed_part(element))
     if not parts or len(parts) > MAX_PARTS:
@@ -185,9 +196,9 @@ def _completed_part(element: ET.Element) -> CompletedPart:
     if (element.text or "").strip():
         raise S3Error("MalformedXML")
     for child in element:
-        name = _local(child.tag)
+        name = local_name(child.tag)
         if (
-            name not in ("PartNumber", "ETag", *_PART_CHECKSUMS)
+            name not in ("PartNumber", "ETag", *CHECKSUM_ELEMENTS)
             or name in fields
             or len(child)
             or (child.tail or "").strip()
@@ -219,20 +230,27 @@ def complete_request_xml(parts: Sequence[CompletedPart]) -> bytes:
 
 
 def _parse_backend(
-    document: bytes, locate: Iterable[tuple[str, ...]] = ()
+    document: bytes,
+    locate: Iterable[tuple[str, ...]] = (),
+    starts: Iterable[tuple[str, ...]] = (),
 ) -> tuple[ET.Element, _Target]:
     if len(document) > _MAX_BACKEND_DOCUMENT:
         raise BackendDocumentError("the document is too large")
-    target = _Target(_MAX_BACKEND_ELEMENTS, locate)
+    target = _Target(_MAX_BACKEND_ELEMENTS, locate, starts)
     try:
         return _parse(document, target), target
     except (ValueError, _TooLarge, DefusedXmlException) as error:
         raise BackendDocumentError(f"not a readable document: {error!r}") from None
 
 
+def parse_backend_document(document: bytes) -> ET.Element:
+    """The root of a backend answer; :class:`BackendDocumentError` if unreadable."""
+    return _parse_backend(document)[0]
+
+
 def _child_text(element: ET.Element, name: str) -> str | None:
     for child in element:
-        if _local(child.tag) == name:
+        if local_name(child.tag) == name:
             return child.text or ""
     return None
 
@@ -276,7 +294,7 @@ def parse_parts_page(document: bytes) -> PartsPage:
             _number(_child_text(element, "Size"), "part size"),
         )
         for element in root
-        if _local(element.tag) == "Part"
+        if local_name(element.tag) == "Part"
     ]
     truncated = (_child_text(root, "IsTruncated") or "").strip().lower() == "true"
     if not truncated:
@@ -288,11 +306,15 @@ def parse_parts_page(document: bytes) -> PartsPage:
 
 
 def rewrite_texts(
-    document: bytes, replacements: dict[tuple[str, ...], Callable[[str], str]]
+    document: bytes,
+    replacements: dict[tuple[str, ...], Callable[[str], str]],
+    remove: Iterable[tuple[str, ...]] = (),
 ) -> bytes:
     """``document`` with the text of every element at each path (local names below
-    the root, e.g. ``("Part", "Size")``) replaced by ``replace(old text)``."""
-    root, target = _parse_backend(document, replacements)
+    the root, e.g. ``("Part", "Size")``) replaced by ``replace(old text)``, and
+    every element at a path in ``remove`` dropped, tags and content."""
+    removed = frozenset(remove)
+    root, target = _parse_backend(document, replacements, removed)
     edits: list[tuple[int, int, bytes]] = []
     for path, replace in replacements.items():
         elements = _elements_at(root, path)
@@ -301,24 +323,27 @@ def rewrite_texts(
             raise BackendDocumentError("cannot locate the texts to rewrite")
         for element, end in zip(elements, ends, strict=True):
             old = element.text or ""
-            raw = escape(old).encode("utf-8")
-            start = end - len(raw)
-            # Entity references or CDATA would make the raw bytes differ from the text.
-            if start < 1 or document[start - 1 : end] != b">" + raw:
-                raise BackendDocumentError(f"cannot locate the text {old!r} in the document")
+            try:
+                start = text_start(document, old, end)
+            except ValueError as error:
+                raise BackendDocumentError(str(error)) from None
             edits.append((start, end, escape(replace(old)).encode("utf-8")))
-    edits.sort()
-    pieces: list[bytes] = []
-    position = 0
-    for start, end, text in edits:
-        pieces += (document[position:start], text)
-        position = end
-    pieces.append(document[position:])
-    return b"".join(pieces)
+    for path in removed:
+        for start, end in zip(
+            target.started.get(path, []), target.located.get(path, []), strict=True
+        ):
+            try:
+                edits.append((start, element_end(document, end), b""))
+            except ValueError as error:
+                raise BackendDocumentError(str(error)) from None
+    try:
+        return splice(document, edits)
+    except ValueError as error:  # a text to replace inside an element to remove
+        raise BackendDocumentError(str(error)) from None
 
 
 def _elements_at(root: ET.Element, path: tuple[str, ...]) -> list[ET.Element]:
     found = [root]
     for name in path:
-        found = [child for element in found for child in element if _local(child.tag) == name]
+        found = [child for element in found for child in element if local_name(child.tag) == name]
     return found

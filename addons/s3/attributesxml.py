@@ -1,0 +1,83 @@
+"""GetObjectAttributes answers, as S3 would give them for the plaintext object.
+
+The backend describes what it stores: ``ObjectSize`` and each part's ``Size``
+are ciphertext lengths, and ``Checksum`` (and each part's checksums) are
+digests of ciphertext. For an encrypted object the sizes are replaced by the
+plaintext ones and the checksums dropped, as HEAD and GET drop ciphertext
+checksum headers: S3 omits ``Checksum`` for objects that have none, so
+clients handle its absence. The ETag stays the backend's, as everywhere
+(ADR 0006). Every other byte is copied as the backend sent it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from addons.s3.multipartxml import (
+    CHECKSUM_ELEMENTS,
+    BackendDocumentError,
+    parse_backend_document,
+    rewrite_texts,
+)
+from addons.s3.xmledit import local_name
+from crypto import FormatError
+from crypto.sizes import plaintext_length
+
+__all__ = ["AttributesAnswer", "plaintext_attributes", "read_attributes"]
+
+# The x-amz-object-attributes values whose answers describe the stored bytes.
+STORED_BYTES_ATTRIBUTES: Final = frozenset({"ObjectSize", "ObjectParts", "Checksum"})
+_SIZE_TEXT = re.compile(r"\s*([0-9]{1,19})\s*", re.ASCII)
+
+
+@dataclass(frozen=True)
+class AttributesAnswer:
+    """What the gateway needs to know of a GetObjectAttributesResponse."""
+
+    etag: str | None
+    describes_stored_bytes: bool  # it has an ObjectSize, parts or a checksum
+
+
+def read_attributes(document: bytes) -> AttributesAnswer:
+    """Raises :class:`BackendDocumentError` unless ``document`` is such an answer."""
+    root = parse_backend_document(document)
+    if local_name(root.tag) != "GetObjectAttributesResponse":
+        raise BackendDocumentError(f"unexpected root element {local_name(root.tag)!r}")
+    names = {local_name(child.tag): child for child in root}
+    etag = names["ETag"].text or "" if "ETag" in names else None
+    return AttributesAnswer(etag, bool(STORED_BYTES_ATTRIBUTES & names.keys()))
+
+
+def plaintext_attributes(document: bytes, object_size: int, chunk_size: int) -> bytes:
+    """``document`` for an encrypted object of ``object_size`` plaintext bytes.
+
+    Each part's plaintext size follows from its stored size, a part being one
+    frame of ``chunk_size`` chunks.
+    """
+
+    def size(text: str) -> int:
+        match = _SIZE_TEXT.fullmatch(text)
+        if match is None:
+            raise BackendDocumentError(f"not a size: {text!r}")
+        return int(match[1])
+
+    def whole_size(text: str) -> str:
+        size(text)  # the backend's text must be a size too
+        return str(object_size)
+
+    def part_size(text: str) -> str:
+        try:
+            return str(plaintext_length(size(text), chunk_size))
+        except FormatError as error:  # no frame is that long
+            raise BackendDocumentError(str(error)) from None
+
+    return rewrite_texts(
+        document,
+        {
+            ("ObjectSize",): whole_size,
+            ("ObjectParts", "Part", "Size"): part_size,
+        },
+        remove=[("Checksum",), *(("ObjectParts", "Part", name) for name in CHECKSUM_ELEMENTS)],
+    )
