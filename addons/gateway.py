@@ -9,8 +9,9 @@ Health answers probes, RequestContext names the operation (and looks up the
 bucket's policy), ClientAuth verifies the client's signature, BucketPolicyGate
 refuses buckets whose policy is ``refuse``, EnvelopeSeen keeps the envelope the backend sent,
 ObjectCrypto rewrites bodies, ListingTranslation shows plaintext sizes in
-listings, Multipart handles multipart uploads and objects, and Resign signs
-what is forwarded. Deadlines closes backend connections that connect or answer
+listings, ObjectAttributesTranslation in GetObjectAttributes answers,
+Multipart handles multipart uploads and objects, and Resign signs what is
+forwarded. Deadlines closes backend connections that connect or answer
 too slowly (after Resign, so its clock starts once the hooks above are done).
 The observers come last, so every hook of theirs sees the flow as the other
 addons left it: Tracing (which only adds a ``traceparent``
@@ -20,6 +21,7 @@ content view that shows a stored ciphertext object decrypted, for mitmweb.
 """
 
 from addons.accesslog import AccessLog
+from addons.attributes import ObjectAttributesTranslation
 from addons.auth import ClientAuth
 from addons.bucketpolicy import BucketPolicyGate
 from addons.config import Config
@@ -56,6 +58,7 @@ addons = [
     EnvelopeSeen(),
     ObjectCrypto(config),
     ListingTranslation(config),
+    ObjectAttributesTranslation(config),
     Multipart(config),
     Resign(config),
     Deadlines(config),

@@ -238,7 +238,7 @@ class ObjectCrypto:
         if requested.start is None:
             # A suffix range needs the object's size: an enlarged suffix could pass the
             # end of the stored object, which some backends refuse instead of clamping.
-            stored = await _stored_size(flow, settings)
+            stored = await stored_shape(flow, settings)
             if stored is not None:
                 size, chunk_size = stored.size, stored.chunk_size
                 if size == 0 and requested.end:
@@ -303,7 +303,7 @@ class ObjectCrypto:
     ) -> None:
         """S3's 416, or the range itself from an unencrypted object that holds its start
         but ends before the chunks an encrypted one would need (see covering_range)."""
-        stored = await _stored_size(flow, settings)
+        stored = await stored_shape(flow, settings)
         if stored is None:
             return
         span = resolve_or_answer_416(flow, state, requested, stored.size)
@@ -528,9 +528,12 @@ class StoredShape(NamedTuple):
     etag: str | None
 
 
-async def _stored_size(flow: http.HTTPFlow, settings: Settings) -> StoredShape | None:
-    """Plaintext size, chunk size and ETag of the object a GET names, from a backend HEAD."""
-    path = object_path(flow)
+async def stored_shape(
+    flow: http.HTTPFlow, settings: Settings, path: str | None = None
+) -> StoredShape | None:
+    """Plaintext size, chunk size and ETag of the object a request names (or of the
+    one at ``path``: a version), from a backend HEAD. ``None`` if it cannot be had."""
+    path = path or object_path(flow)
     status, headers = await head_object(flow_backend(flow, settings), path)
     if status != 200:
         return None

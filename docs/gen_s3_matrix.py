@@ -63,6 +63,11 @@ BEHAVIOUR: dict[Action, tuple[str, str]] = {
         SUPPORTED,
         "Forwarded; the object sizes it lists are shown as plaintext sizes.",
     ),
+    Action.ATTRIBUTES: (
+        SUPPORTED,
+        "Plaintext `ObjectSize` and part sizes, from one HEAD of the same version;"
+        " ciphertext checksums removed.",
+    ),
     Action.PASS: (PASSTHROUGH, "Forwarded unchanged, re-signed with the backend's key."),
     Action.REFUSE: (REFUSED, ""),  # the S3 error, from refusal()
 }
@@ -136,7 +141,12 @@ SECTIONS: list[tuple[str, list[Example]]] = [
             ex(
                 "/bucket/key?attributes",
                 ("GetObjectAttributes", "GET"),
-                note="`ObjectSize`, checksums and part sizes are those of the stored ciphertext.",
+                note="The HEAD only when sizes, parts or a checksum are asked for; tied to the"
+                " answer by its ETag (asked for and removed if the client did not ask), and an"
+                " object replaced in between gets `InternalError`. The ETag is the backend's"
+                " (ADR 0006). A client's checksums are verified over the plaintext on upload but"
+                " not stored, so no `Checksum` is shown. rclone's `serve s3` does not implement"
+                " the operation and sends the object instead: `BadGateway`.",
             ),
             ex(
                 "/bucket/key?restore",

@@ -25,10 +25,18 @@ from addons.s3.xmledit import local_name
 from crypto import FormatError
 from crypto.sizes import plaintext_length
 
-__all__ = ["AttributesAnswer", "plaintext_attributes", "read_attributes"]
+__all__ = [
+    "STORED_BYTES_ATTRIBUTES",
+    "AttributesAnswer",
+    "plaintext_attributes",
+    "read_attributes",
+    "without_etag",
+]
 
 # The x-amz-object-attributes values whose answers describe the stored bytes.
 STORED_BYTES_ATTRIBUTES: Final = frozenset({"ObjectSize", "ObjectParts", "Checksum"})
+# S3 documents the first; moto answers with the second.
+_ROOTS: Final = frozenset({"GetObjectAttributesResponse", "GetObjectAttributesOutput"})
 _SIZE_TEXT = re.compile(r"\s*([0-9]{1,19})\s*", re.ASCII)
 
 
@@ -43,18 +51,25 @@ class AttributesAnswer:
 def read_attributes(document: bytes) -> AttributesAnswer:
     """Raises :class:`BackendDocumentError` unless ``document`` is such an answer."""
     root = parse_backend_document(document)
-    if local_name(root.tag) != "GetObjectAttributesResponse":
+    if local_name(root.tag) not in _ROOTS:
         raise BackendDocumentError(f"unexpected root element {local_name(root.tag)!r}")
     names = {local_name(child.tag): child for child in root}
     etag = names["ETag"].text or "" if "ETag" in names else None
     return AttributesAnswer(etag, bool(STORED_BYTES_ATTRIBUTES & names.keys()))
 
 
-def plaintext_attributes(document: bytes, object_size: int, chunk_size: int) -> bytes:
+def without_etag(document: bytes) -> bytes:
+    """``document`` without its ``ETag`` (that the gateway asked for, not the client)."""
+    return rewrite_texts(document, {}, remove=[("ETag",)])
+
+
+def plaintext_attributes(
+    document: bytes, object_size: int, chunk_size: int, *, drop_etag: bool = False
+) -> bytes:
     """``document`` for an encrypted object of ``object_size`` plaintext bytes.
 
     Each part's plaintext size follows from its stored size, a part being one
-    frame of ``chunk_size`` chunks.
+    frame of ``chunk_size`` chunks. ``drop_etag`` also removes the ``ETag``.
     """
 
     def size(text: str) -> int:
@@ -79,5 +94,9 @@ def plaintext_attributes(document: bytes, object_size: int, chunk_size: int) -> 
             ("ObjectSize",): whole_size,
             ("ObjectParts", "Part", "Size"): part_size,
         },
-        remove=[("Checksum",), *(("ObjectParts", "Part", name) for name in CHECKSUM_ELEMENTS)],
+        remove=[
+            ("Checksum",),
+            *(("ObjectParts", "Part", name) for name in CHECKSUM_ELEMENTS),
+            *([("ETag",)] if drop_etag else []),
+        ],
     )

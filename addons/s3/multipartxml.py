@@ -29,6 +29,7 @@ from addons.s3.xmledit import element_end, local_name, splice, text_start
 
 __all__ = [
     "CHECKSUM_ELEMENTS",
+    "MAX_BACKEND_DOCUMENT",
     "MAX_COMPLETE_BODY",
     "MAX_PARTS",
     "MAX_PART_SIZE",
@@ -55,7 +56,7 @@ MAX_PARTS: Final = 10_000
 MAX_COMPLETE_BODY: Final = 4 * 1024 * 1024
 _MAX_COMPLETE_ELEMENTS: Final = 1 + MAX_PARTS * 8
 # Backend documents: one ListParts page holds at most 1000 parts.
-_MAX_BACKEND_DOCUMENT: Final = 8 * 1024 * 1024
+MAX_BACKEND_DOCUMENT: Final = 8 * 1024 * 1024
 _MAX_BACKEND_ELEMENTS: Final = 100_000
 
 S3_NAMESPACE: Final = "http://s3.amazonaws.com/doc/2006-03-01/"
@@ -234,7 +235,7 @@ def _parse_backend(
     locate: Iterable[tuple[str, ...]] = (),
     starts: Iterable[tuple[str, ...]] = (),
 ) -> tuple[ET.Element, _Target]:
-    if len(document) > _MAX_BACKEND_DOCUMENT:
+    if len(document) > MAX_BACKEND_DOCUMENT:
         raise BackendDocumentError("the document is too large")
     target = _Target(_MAX_BACKEND_ELEMENTS, locate, starts)
     try:

@@ -25,6 +25,7 @@ class Action(enum.Enum):
     COPY = "copy"  # server-side copy of an encrypted object
     PASS = "pass"  # metadata-only operation, forwarded as is
     LIST = "list"  # listing whose sizes need translation
+    ATTRIBUTES = "attributes"  # GetObjectAttributes: sizes and checksums need translation
     REFUSE = "refuse"  # fail closed: not supported through the gateway
 
     @property
@@ -129,6 +130,8 @@ def classify(
     if "renameObject" in params:
         # Directory buckets only; it would otherwise look like a PutObject.
         return op("RenameObject", Action.REFUSE)
+    if "attributes" in params and method == "GET":
+        return op("GetObjectAttributes", Action.ATTRIBUTES)
     if params & _OBJECT_CONFIG:
         return op("ObjectSubresource", Action.PASS)
     if params & _UNSUPPORTED_OBJECT_POST:

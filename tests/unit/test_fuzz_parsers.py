@@ -39,6 +39,7 @@ from mitmproxy import http
 from addons.bodycheck import _length
 from addons.limits import delete_objects_key_count, user_metadata_bytes
 from addons.s3 import sigv4
+from addons.s3.attributesxml import plaintext_attributes, read_attributes
 from addons.s3.awschunked import AwsChunkedDecoder, ChunkSignatureVerifier, chunk_string_to_sign
 from addons.s3.checksums import ChecksumVerifier, checksum_verifiers
 from addons.s3.errors import S3Error, error_xml
@@ -514,6 +515,13 @@ LISTING = (
     b"<Contents><Key>m</Key><ETag>&quot;e-2&quot;</ETag><Size>5243000</Size></Contents>"
     b"</ListBucketResult>"
 )
+ATTRIBUTES = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<GetObjectAttributesResponse><ETag>e-2</ETag>'
+    b"<Checksum><ChecksumCRC32>AAAAAA==</ChecksumCRC32></Checksum><ObjectParts>"
+    b"<Part><PartNumber>1</PartNumber><ChecksumSHA1>x</ChecksumSHA1><Size>5243008</Size></Part>"
+    b"<Part><PartNumber>2</PartNumber><Size>65</Size></Part></ObjectParts>"
+    b"<ObjectSize>5243073</ObjectSize></GetObjectAttributesResponse>"
+)
 _XML_GRAMMAR = [
     b"<", b">", b"</", b"/>", b"<Part>", b"</Part>", b"<PartNumber>", b"</PartNumber>",
     b"<ETag>", b"</ETag>", b"<Object>", b"<Key>", b"</Key>", b"</Object>", b"<Delete>",
@@ -578,6 +586,17 @@ def _backend_multipart(document: bytes) -> None:
 
 
 test_backend_multipart_documents, test_backend_multipart_documents_deep = _backend_multipart
+
+
+@fuzz(xml_documents(ATTRIBUTES))
+def _attributes(document: bytes) -> None:
+    with contextlib.suppress(BackendDocumentError):
+        read_attributes(document)
+        rewritten = plaintext_attributes(document, 5242929, 65536, drop_etag=True)
+        assert read_attributes(rewritten).etag is None
+
+
+test_backend_attributes_documents, test_backend_attributes_documents_deep = _attributes
 
 
 @fuzz(xml_documents(LISTING))
