@@ -151,7 +151,7 @@ def encrypt_request_body(
             decoder=checks.decoder,
             verifiers=checks.verifiers,
             finish_hooks=checks.finish_hooks,
-            on_error=partial(_record_upload_error, state),
+            on_error=lambda error, _: _record_upload_error(state, error),
         )
         return
     flow.request.stream = UploadTransform(
@@ -159,9 +159,30 @@ def encrypt_request_body(
         decoder=checks.decoder,
         verifiers=checks.verifiers,
         finish_hooks=checks.finish_hooks,
-        on_error=partial(abort_stream, flow),
+        on_error=partial(_fail_streamed_upload, flow, state),
     )
     state.streamed_request = True
+
+
+def _fail_streamed_upload(
+    flow: http.HTTPFlow, state: FlowState, error: Exception, body_complete: bool
+) -> None:
+    """A streamed upload failed a check. The backend never gets its last piece, so
+    it stores nothing; a client still sending is cut off, and one that has sent
+    its whole body (a digest checked at the end) gets the S3 error, written by
+    ``Limits.error`` once the backend connection is closed. Over TLS it is cut
+    off too: that answer cannot be written past mitmproxy's TLS layer."""
+    if not body_complete or flow.client_conn.tls_established:
+        abort_stream(flow, error)
+        return
+    _record_upload_error(state, error)
+    log.info(
+        "s3gw: refusing %s %s at the end of its body: %s",
+        flow.request.method,
+        state.operation.resource,
+        error,
+    )
+    abort_connections(flow, client=False)
 
 
 def _record_upload_error(state: FlowState, error: Exception) -> None:

@@ -158,15 +158,17 @@ def error_body_response(flow: http.HTTPFlow, error: S3Error) -> bytes:
     return body
 
 
-def abort_connections(flow: http.HTTPFlow) -> None:
+def abort_connections(flow: http.HTTPFlow, *, client: bool = True) -> None:
     """Close client and server connections of a flow whose body is already streaming.
 
     Raising from a stream transform would hang the client; closing both
     transports gives it a clean truncation error and leaves the backend with an
-    incomplete request it never commits.
+    incomplete request it never commits. With ``client=False`` only the backend
+    connection is closed: mitmproxy then reports the flow's error, which
+    ``Limits.error`` answers.
     """
     state = state_of(flow)
-    if state is not None:
+    if state is not None and client:
         state.aborted = True
     try:
         handler = ctx.master.addons.get("proxyserver").connections.get(flow.client_conn.id)
@@ -174,7 +176,7 @@ def abort_connections(flow: http.HTTPFlow) -> None:
         handler = None
     if handler is None:
         return
-    for conn in (handler.client, flow.server_conn):
+    for conn in (handler.client, flow.server_conn) if client else (flow.server_conn,):
         io = handler.transports.get(conn)
         if io is not None and io.writer is not None:
             io.writer.transport.abort()

@@ -18,6 +18,8 @@ from crypto import HEADER_LENGTH, FormatError, FrameHeader
 log = logging.getLogger("s3gw")
 
 OnError = Callable[[Exception], None]
+# An upload's error, and whether the client's whole body had been read by then.
+OnUploadError = Callable[[Exception, bool], None]
 
 
 class BodyVerifier(Protocol):
@@ -55,7 +57,7 @@ class UploadTransform:
         decoder: ChunkDecoder | None,
         verifiers: Sequence[BodyVerifier],
         finish_hooks: Sequence[Callable[[], None]] = (),
-        on_error: OnError,
+        on_error: OnUploadError,
     ) -> None:
         self._encryptor = encryptor
         self._decoder = decoder
@@ -98,7 +100,7 @@ class UploadTransform:
         except Exception as error:  # raising here would hang the client
             self._failed = True
             self._encryptor.close()
-            self._on_error(error)
+            self._on_error(error, not data)
             return []
 
     def _hold_last(self, out: list[bytes]) -> list[bytes]:

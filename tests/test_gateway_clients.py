@@ -87,9 +87,9 @@ def test_boto3_https_upload_is_aws_chunked_with_crc32_trailer(
 
 
 def trailer_request(
-    gateway: Gateway, bucket: str, key: str, data: bytes, body: bytes
+    gateway: Gateway, bucket: str, key: str, data: bytes, body: bytes, *, tls: bool = True
 ) -> tuple[str, dict[str, str]]:
-    url = f"{gateway.https_url}/{bucket}/{key}"
+    url = f"{gateway.https_url if tls else gateway.url}/{bucket}/{key}"
     headers = sign(
         "PUT",
         url,
@@ -118,25 +118,37 @@ def test_hand_built_crc32_trailer_round_trip(gateway: Gateway, bucket: str, size
 
 
 def refused_upload(
-    gateway: Gateway, size: int, code: str, status: int, send_upload: Callable[[], RawResponse]
+    gateway: Gateway,
+    size: int,
+    code: str,
+    status: int,
+    send_upload: Callable[[], RawResponse],
+    *,
+    cut: bool,
 ) -> None:
-    """Small uploads are checked whole and answered with the S3 error; larger ones
-    stream, so a failure found at the end of the body closes the connection and the
-    backend never receives the complete object."""
+    """Small uploads are checked whole and answered with the S3 error. Larger ones
+    stream, and the backend never receives their last piece: a failure found at the
+    end of the body (a digest) is still answered with the S3 error over plain HTTP;
+    one found while the client is still sending, or any over TLS, closes the
+    connection (``cut``)."""
     mark = gateway.log_mark()
-    if size <= SMALL_UPLOAD:
-        response = send_upload()
-        assert response.status == status, response.body
-        assert f"<Code>{code}</Code>".encode() in response.body
+    if size > SMALL_UPLOAD and cut:
+        with pytest.raises((ConnectionError, http.client.HTTPException)):
+            send_upload()
+        gateway.wait_for_output(rf"aborting PUT \S+/obj: {code}", since=mark)
         return
-    with pytest.raises((ConnectionError, http.client.HTTPException)):
-        send_upload()
-    gateway.wait_for_output(rf"aborting PUT \S+/obj: {code}", since=mark)
+    response = send_upload()
+    assert response.status == status, response.body
+    assert f"<Code>{code}</Code>".encode() in response.body
+    assert response.headers["x-amz-request-id"]
+    if size > SMALL_UPLOAD:
+        gateway.wait_for_output(rf"refusing PUT \S+/obj at the end of its body: {code}", since=mark)
 
 
+@pytest.mark.parametrize("tls", [True, False], ids=["https", "http"])
 @pytest.mark.parametrize("size", [1, 300_000, 2 * 1024 * 1024], ids=lambda s: f"{s}B")
 def test_corrupted_crc32_trailer_is_refused(
-    backend: Backend, gateway: Gateway, bucket: str, size: int
+    backend: Backend, gateway: Gateway, bucket: str, size: int, tls: bool
 ) -> None:
     data = os.urandom(size)
     body = crc32_trailer_body(data)
@@ -144,13 +156,15 @@ def test_corrupted_crc32_trailer_is_refused(
     bad = f"x-amz-checksum-crc32:{crc32_b64(data + b'!')}".encode()
     assert body.count(good) == 1 and len(bad) == len(good)
     body = body.replace(good, bad)
-    url, headers = trailer_request(gateway, bucket, "obj", data, body)
+    url, headers = trailer_request(gateway, bucket, "obj", data, body, tls=tls)
+    ca_file = gateway.ca_cert_path if tls else None
     refused_upload(
         gateway,
         size,
         "BadDigest",
         400,
-        lambda: send(url, "PUT", headers, pieces_of(body, 16 * 1024), ca_file=gateway.ca_cert_path),
+        lambda: send(url, "PUT", headers, pieces_of(body, 16 * 1024), ca_file=ca_file),
+        cut=tls,  # the checksum is checked at the end: answered, except over TLS
     )
     assert stored_keys(backend, bucket) == []
     assert gateway.alive()
@@ -190,7 +204,12 @@ def test_bad_chunk_signature_is_refused(
     else:
         chunks[1] = second[:-3] + bytes([second[-3] ^ 1]) + second[-2:]
     refused_upload(
-        gateway, size, "SignatureDoesNotMatch", 403, lambda: send(url, "PUT", headers, chunks)
+        gateway,
+        size,
+        "SignatureDoesNotMatch",
+        403,
+        lambda: send(url, "PUT", headers, chunks),
+        cut=True,  # the second chunk's signature, while the client sends the rest
     )
     assert stored_keys(backend, bucket) == []
     assert gateway.alive()
