@@ -16,7 +16,13 @@ from functools import partial
 from mitmproxy import http
 
 from addons.bodycheck import UploadChecks
-from addons.flowstate import FlowState, abort_connections, error_body_response, state_of
+from addons.flowstate import (
+    FlowState,
+    abort_connections,
+    answer_instead_of_backend,
+    error_body_response,
+    state_of,
+)
 from addons.s3.errors import S3Error
 from addons.transforms import (
     Cipher,
@@ -168,21 +174,20 @@ def _fail_streamed_upload(
     flow: http.HTTPFlow, state: FlowState, error: Exception, body_complete: bool
 ) -> None:
     """A streamed upload failed a check. The backend never gets its last piece, so
-    it stores nothing; a client still sending is cut off, and one that has sent
-    its whole body (a digest checked at the end) gets the S3 error, written by
-    ``Limits.error`` once the backend connection is closed. Over TLS it is cut
-    off too: that answer cannot be written past mitmproxy's TLS layer."""
-    if not body_complete or flow.client_conn.tls_established:
+    it stores nothing. A client still sending is cut off; one that has sent its
+    whole body (a digest checked at the end) gets the S3 error."""
+    if not body_complete:
         abort_stream(flow, error)
         return
     _record_upload_error(state, error)
+    assert state.upload_error is not None
     log.info(
         "s3gw: refusing %s %s at the end of its body: %s",
         flow.request.method,
         state.operation.resource,
-        error,
+        state.upload_error,
     )
-    abort_connections(flow, client=False)
+    answer_instead_of_backend(flow, state.upload_error)
 
 
 def _record_upload_error(state: FlowState, error: Exception) -> None:

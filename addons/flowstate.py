@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -9,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mitmproxy import ctx, http
+from mitmproxy.net.http.http1 import assemble_response
+from mitmproxy.proxy import events
 
 from addons.s3.errors import S3Error, error_xml
 from addons.s3.ops import S3Operation
@@ -158,25 +161,71 @@ def error_body_response(flow: http.HTTPFlow, error: S3Error) -> bytes:
     return body
 
 
-def abort_connections(flow: http.HTTPFlow, *, client: bool = True) -> None:
+def answer_instead_of_backend(flow: http.HTTPFlow, error: S3Error) -> None:
+    """Answer a flow whose request is streaming to the backend with an S3 error.
+
+    The gateway holds the request's last piece back, so the backend is still
+    waiting for it. The error is fed to mitmproxy as the backend's answer, with
+    ``Connection: close``: it reaches the client the way any answer does (also
+    through TLS, and past the response hooks), and the backend connection is
+    closed before the backend has the whole body, so it stores nothing.
+    """
+    state = state_of(flow)
+    request_id = state.request_id if state else new_request_id()
+    resource = state.operation.resource if state else flow.request.path.split("?", 1)[0]
+    if state is not None:
+        state.error = error
+    body = error_xml(error, resource=resource, request_id=request_id)
+    answer = http.Response.make(
+        error.status,
+        body,
+        {"Content-Type": "application/xml", "x-amz-request-id": request_id, "Connection": "close"},
+    )
+    handler = _connection_handler(flow)
+    if handler is None:
+        abort_connections(flow)
+        return
+    event = events.DataReceived(flow.server_conn, assemble_response(answer))
+
+    def feed() -> None:
+        # Not from inside the transform that found the error: mitmproxy's layers
+        # are in the middle of handling an event then.
+        if flow.response is not None or flow.error is not None:
+            abort_connections(flow)  # the backend answered or failed meanwhile
+            return
+        fed = handler.server_event(event)
+        if asyncio.iscoroutine(fed):  # mitmproxy 12; 11's is a plain method
+            task = asyncio.get_running_loop().create_task(fed)
+            _feeding.add(task)  # the loop keeps only a weak reference
+            task.add_done_callback(_feeding.discard)
+
+    asyncio.get_running_loop().call_soon(feed)
+
+
+_feeding: set[asyncio.Task[None]] = set()
+
+
+def _connection_handler(flow: http.HTTPFlow) -> Any:
+    try:
+        return ctx.master.addons.get("proxyserver").connections.get(flow.client_conn.id)
+    except AttributeError:
+        return None
+
+
+def abort_connections(flow: http.HTTPFlow) -> None:
     """Close client and server connections of a flow whose body is already streaming.
 
     Raising from a stream transform would hang the client; closing both
     transports gives it a clean truncation error and leaves the backend with an
-    incomplete request it never commits. With ``client=False`` only the backend
-    connection is closed: mitmproxy then reports the flow's error, which
-    ``Limits.error`` answers.
+    incomplete request it never commits.
     """
     state = state_of(flow)
-    if state is not None and client:
+    if state is not None:
         state.aborted = True
-    try:
-        handler = ctx.master.addons.get("proxyserver").connections.get(flow.client_conn.id)
-    except AttributeError:
-        handler = None
+    handler = _connection_handler(flow)
     if handler is None:
         return
-    for conn in (handler.client, flow.server_conn) if client else (flow.server_conn,):
+    for conn in (handler.client, flow.server_conn):
         io = handler.transports.get(conn)
         if io is not None and io.writer is not None:
             io.writer.transport.abort()

@@ -257,12 +257,7 @@ class Limits:
             # The writer below is the raw socket, under mitmproxy's TLS layer: bytes
             # written there would reach the client as a broken TLS record.
             return
-        if state.upload_error is not None:
-            # A streamed upload whose whole body failed a check: the gateway closed
-            # the backend connection before its last piece (addons/bodycrypto.py).
-            error = state.upload_error
-            state.error = error
-        elif flow.metadata.get(_ADMITTED) and deadline_expired(flow):
+        if flow.metadata.get(_ADMITTED) and deadline_expired(flow):
             # A backend too slow to connect or to answer: S3's "try again" (503).
             error = S3Error("ServiceUnavailable")
             state.error = error
