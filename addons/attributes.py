@@ -23,7 +23,7 @@ from mitmproxy import http
 from addons.backend import OBJECT_CHANGED
 from addons.config import Config
 from addons.failsafe import fail_closed, fail_closed_response
-from addons.flowstate import FlowState, error_body_response, state_of
+from addons.flowstate import FlowState, buffer_answer_up_to, error_body_response, state_of
 from addons.multipartreads import object_path
 from addons.objectcrypto import stored_shape
 from addons.s3.attributesxml import (
@@ -36,7 +36,6 @@ from addons.s3.errors import BAD_GATEWAY, S3Error
 from addons.s3.multipartxml import MAX_BACKEND_DOCUMENT, BackendDocumentError, normalized_etag
 from addons.s3.ops import Action
 from addons.settings import BucketPolicy
-from addons.transforms import ReplaceBodyTransform
 
 log = logging.getLogger("s3gw")
 
@@ -86,18 +85,12 @@ class ObjectAttributesTranslation:
     @fail_closed_response
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         state = _answered(flow)
-        if state is None:
-            return
-        response = flow.response
-        assert response is not None
-        length = response.headers.get("content-length", "")
-        if length.isdigit() and int(length) > MAX_BACKEND_DOCUMENT:
-            # No attributes document is that large: a backend that ignores
-            # ?attributes sends the object itself, which must not be buffered.
-            _log_unusable(state, f"{length} bytes")
-            response.stream = ReplaceBodyTransform(error_body_response(flow, S3Error(BAD_GATEWAY)))
-            return
-        response.stream = False  # a small document, rewritten whole
+        # No attributes document is that large: a backend that ignores ?attributes
+        # sends the object itself, which must not be buffered.
+        if state is not None and not buffer_answer_up_to(
+            flow, MAX_BACKEND_DOCUMENT, S3Error(BAD_GATEWAY)
+        ):
+            _log_unusable(state, "too large for an attributes document")
 
     @fail_closed_response
     async def response(self, flow: http.HTTPFlow) -> None:

@@ -16,6 +16,7 @@ from mitmproxy.proxy import events
 from addons.s3.errors import S3Error, error_xml
 from addons.s3.ops import S3Operation
 from addons.settings import BucketPolicy
+from addons.transforms import ReplaceBodyTransform
 
 _KEY = "s3gw"
 log = logging.getLogger("s3gw")
@@ -79,18 +80,22 @@ def state_of(flow: http.HTTPFlow) -> FlowState | None:
     return state if isinstance(state, FlowState) else None
 
 
-def respond_error(flow: http.HTTPFlow, error: S3Error) -> None:
-    """Answer the flow with S3's XML error document, without contacting the backend."""
+def _error_answer(flow: http.HTTPFlow, error: S3Error) -> tuple[str, bytes]:
+    """The request id and S3 XML error document answering ``flow`` with ``error``,
+    which is recorded in the flow's state for the observers."""
     state = state_of(flow)
     request_id = state.request_id if state else new_request_id()
     resource = state.operation.resource if state else flow.request.path.split("?", 1)[0]
     if state is not None:
         state.error = error
-    body = (
-        b""
-        if flow.request.method == "HEAD"
-        else error_xml(error, resource=resource, request_id=request_id)
-    )
+    return request_id, error_xml(error, resource=resource, request_id=request_id)
+
+
+def respond_error(flow: http.HTTPFlow, error: S3Error) -> None:
+    """Answer the flow with S3's XML error document, without contacting the backend."""
+    request_id, body = _error_answer(flow, error)
+    if flow.request.method == "HEAD":
+        body = b""
     headers = {"Content-Type": "application/xml", "x-amz-request-id": request_id}
     flow.response = http.Response.make(error.status, body, headers)
     if flow.request.method == "HEAD":
@@ -139,12 +144,7 @@ def active_state(flow: http.HTTPFlow) -> FlowState | None:
 def error_body_response(flow: http.HTTPFlow, error: S3Error) -> bytes:
     """Turn an already received backend response into an S3 error; returns the new body."""
     assert flow.response is not None
-    state = state_of(flow)
-    request_id = state.request_id if state else new_request_id()
-    resource = state.operation.resource if state else flow.request.path.split("?", 1)[0]
-    if state is not None:
-        state.error = error
-    body = error_xml(error, resource=resource, request_id=request_id)
+    request_id, body = _error_answer(flow, error)
     response = flow.response
     response.status_code = error.status
     response.reason = ""
@@ -161,6 +161,21 @@ def error_body_response(flow: http.HTTPFlow, error: S3Error) -> bytes:
     return body
 
 
+def buffer_answer_up_to(flow: http.HTTPFlow, max_bytes: int, error: S3Error) -> bool:
+    """Have mitmproxy read the backend's answer whole, for a ``response`` hook that
+    rewrites it, even where ``stream_large_bodies`` would stream it. An answer
+    whose ``Content-Length`` exceeds ``max_bytes`` is not read: its body is
+    replaced by ``error``'s document, and False returned."""
+    response = flow.response
+    assert response is not None
+    length = response.headers.get("content-length", "")
+    if length.isdigit() and int(length) > max_bytes:
+        response.stream = ReplaceBodyTransform(error_body_response(flow, error))
+        return False
+    response.stream = False
+    return True
+
+
 def answer_instead_of_backend(flow: http.HTTPFlow, error: S3Error) -> None:
     """Answer a flow whose request is streaming to the backend with an S3 error.
 
@@ -170,12 +185,7 @@ def answer_instead_of_backend(flow: http.HTTPFlow, error: S3Error) -> None:
     through TLS, and past the response hooks), and the backend connection is
     closed before the backend has the whole body, so it stores nothing.
     """
-    state = state_of(flow)
-    request_id = state.request_id if state else new_request_id()
-    resource = state.operation.resource if state else flow.request.path.split("?", 1)[0]
-    if state is not None:
-        state.error = error
-    body = error_xml(error, resource=resource, request_id=request_id)
+    request_id, body = _error_answer(flow, error)
     answer = http.Response.make(
         error.status,
         body,

@@ -17,12 +17,11 @@ from mitmproxy import http
 
 from addons.config import Config
 from addons.failsafe import fail_closed_response
-from addons.flowstate import FlowState, error_body_response, state_of
+from addons.flowstate import FlowState, buffer_answer_up_to, error_body_response, state_of
 from addons.s3.errors import BAD_GATEWAY, S3Error
 from addons.s3.listxml import MAX_LISTING_BYTES, plaintext_listing
 from addons.s3.ops import Action
 from addons.settings import BucketPolicy
-from addons.transforms import ReplaceBodyTransform
 
 log = logging.getLogger("s3gw")
 
@@ -59,16 +58,8 @@ class ListingTranslation:
         state = _listing_state(flow)
         if state is None:
             return
-        response = flow.response
-        assert response is not None
-        length = response.headers.get("content-length", "")
-        if length.isdigit() and int(length) > MAX_LISTING_BYTES:
-            error = _bad_listing(state, f"{length} bytes is too large to rewrite")
-            response.stream = ReplaceBodyTransform(error_body_response(flow, error))
-            return
-        # The whole document is needed in the response hook, even if mitmproxy's
-        # stream_large_bodies option would stream it.
-        response.stream = False
+        if not buffer_answer_up_to(flow, MAX_LISTING_BYTES, S3Error(BAD_GATEWAY)):
+            _bad_listing(state, "too large to rewrite")
 
     @fail_closed_response
     def response(self, flow: http.HTTPFlow) -> None:
