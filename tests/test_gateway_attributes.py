@@ -32,6 +32,7 @@ from tests.harness import (
     make_bucket,
 )
 from tests.rawclient import signed_request
+from tests.test_gateway_multipart import upload
 
 ALL = ["ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"]
 ASKED = [["ObjectSize"], ["StorageClass"], ["Checksum"], ["ObjectParts", "ObjectSize"], ALL]
@@ -46,19 +47,6 @@ def _attributes(s3: Any, bucket: str, key: str, asked: list[str], **extra: Any) 
     answer.pop("ResponseMetadata")
     answer.pop("LastModified")
     return dict(answer)
-
-
-def _multipart(s3: Any, bucket: str, key: str, parts: list[bytes]) -> None:
-    upload = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
-    done = [
-        {"PartNumber": n, "ETag": s3.upload_part(
-            Bucket=bucket, Key=key, UploadId=upload, PartNumber=n, Body=body
-        )["ETag"]}
-        for n, body in enumerate(parts, start=1)
-    ]  # fmt: skip
-    s3.complete_multipart_upload(
-        Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": done}
-    )
 
 
 @pytest.fixture
@@ -94,8 +82,8 @@ def test_multipart_object_answers_as_its_plaintext_twin(
     bucket = make_bucket(moto_backend, prefix="attrs")
     parts = [os.urandom(PART), os.urandom(1000)]
     s3, direct = moto_gateway.client(), moto_backend.client(config=NO_CHECKSUM)
-    _multipart(s3, bucket, "enc", parts)
-    _multipart(direct, bucket, "twin", parts)
+    upload(s3, bucket, "enc", parts)
+    upload(direct, bucket, "twin", parts)
     through_gateway = _attributes(s3, bucket, "enc", ALL)
     expected = _attributes(direct, bucket, "twin", ALL)
     # moto reports a checksum type for a multipart object that has no checksum.
