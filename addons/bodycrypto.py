@@ -175,7 +175,13 @@ def _fail_streamed_upload(
 ) -> None:
     """A streamed upload failed a check. The backend never gets its last piece, so
     it stores nothing. A client still sending is cut off; one that has sent its
-    whole body (a digest checked at the end) gets the S3 error."""
+    whole body (a digest checked at the end) gets the S3 error.
+
+    Towards a plain-HTTP backend the error is fed to mitmproxy as the backend's
+    answer. Past a TLS backend connection it cannot be: that connection is
+    closed, and ``Limits.error`` answers the client (mitmproxy's own 502 page
+    if the client uses TLS, which only mitmproxy can write to).
+    """
     if not body_complete:
         abort_stream(flow, error)
         return
@@ -187,7 +193,10 @@ def _fail_streamed_upload(
         state.operation.resource,
         state.upload_error,
     )
-    answer_instead_of_backend(flow, state.upload_error)
+    if flow.server_conn.tls:
+        abort_connections(flow, client=False)
+    else:
+        answer_instead_of_backend(flow, state.upload_error)
 
 
 def _record_upload_error(state: FlowState, error: Exception) -> None:

@@ -184,7 +184,11 @@ def answer_instead_of_backend(flow: http.HTTPFlow, error: S3Error) -> None:
     ``Connection: close``: it reaches the client the way any answer does (also
     through TLS, and past the response hooks), and the backend connection is
     closed before the backend has the whole body, so it stores nothing.
+
+    Only for a backend connection without TLS: mitmproxy would take the answer
+    for TLS records from the backend.
     """
+    assert not flow.server_conn.tls
     request_id, body = _error_answer(flow, error)
     answer = http.Response.make(
         error.status,
@@ -222,20 +226,21 @@ def _connection_handler(flow: http.HTTPFlow) -> Any:
         return None
 
 
-def abort_connections(flow: http.HTTPFlow) -> None:
+def abort_connections(flow: http.HTTPFlow, *, client: bool = True) -> None:
     """Close client and server connections of a flow whose body is already streaming.
 
     Raising from a stream transform would hang the client; closing both
     transports gives it a clean truncation error and leaves the backend with an
-    incomplete request it never commits.
+    incomplete request it never commits. With ``client=False`` only the backend
+    connection is closed, and mitmproxy reports the flow's error to the client.
     """
     state = state_of(flow)
-    if state is not None:
+    if state is not None and client:
         state.aborted = True
     handler = _connection_handler(flow)
     if handler is None:
         return
-    for conn in (handler.client, flow.server_conn):
+    for conn in (handler.client, flow.server_conn) if client else (flow.server_conn,):
         io = handler.transports.get(conn)
         if io is not None and io.writer is not None:
             io.writer.transport.abort()

@@ -257,7 +257,12 @@ class Limits:
             # The writer below is the raw socket, under mitmproxy's TLS layer: bytes
             # written there would reach the client as a broken TLS record.
             return
-        if flow.metadata.get(_ADMITTED) and deadline_expired(flow):
+        if state.upload_error is not None:
+            # A streamed upload that failed a check at the end of its body; the
+            # gateway closed the TLS backend connection before its last piece.
+            error = state.upload_error
+            state.error = error
+        elif flow.metadata.get(_ADMITTED) and deadline_expired(flow):
             # A backend too slow to connect or to answer: S3's "try again" (503).
             error = S3Error("ServiceUnavailable")
             state.error = error
