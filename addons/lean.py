@@ -9,6 +9,8 @@ debugging with mitmproxy's other features (ADR 0009).
 
 Only addons known to be unused are dropped (interactive tools, replay, flow
 saving and editing, DNS mode), so a new mitmproxy built-in stays in place.
+The flow printer (``dumper``) is dropped only when ``flow_detail`` is 0, as
+``run`` sets it: with a higher one, flows are printed as asked.
 Dropping ``save`` also means ``run`` cannot be told to write decrypted flows to
 disk. When no addon left has an ``add_log`` hook (deprecated since mitmproxy
 9), the handler that turns every log record into such an event is removed too.
@@ -74,7 +76,11 @@ class DropUnusedBuiltins:
         # Out of the event chain only: they stay registered, so commands and
         # lookups by name still work. (AddonManager.remove would call their done
         # hooks synchronously, which fails for async ones.)
-        self._dropped = [a for a in manager.chain if _name(a) in UNUSED_BUILTINS]
+        unused = set(UNUSED_BUILTINS)
+        # flow_detail exists only where the printer is loaded (mitmdump).
+        if "flow_detail" in ctx.options and ctx.options.flow_detail > 0:
+            unused.discard("dumper")  # asked to print flows (`run` sets flow_detail 0)
+        self._dropped = [a for a in manager.chain if _name(a) in unused]
         manager.chain = [a for a in manager.chain if a not in self._dropped]
         log.debug("s3gw: dropped unused mitmproxy addons: %s", [_name(a) for a in self._dropped])
         if not any(hasattr(a, "add_log") for a in traverse(manager.chain)):

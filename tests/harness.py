@@ -920,6 +920,9 @@ def start_gateway(
         f"gw_config={config_path}",
         *extra_args,
     ]
+    if not any(arg.startswith("gw_lean=") for arg in extra_args):
+        # As `s3-encryption-gateway run` ships it (ADR 0009); flows are still printed.
+        argv += ["--set", "gw_lean=true"]
     # The script dir is put on sys.path, the repo root is not: make `addons`/`crypto`
     # importable even without an editable install.
     python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))

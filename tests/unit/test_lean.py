@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from mitmproxy.addons import anticache, clientplayback, proxyauth, save
+from mitmproxy.addons import anticache, clientplayback, dumper, proxyauth, save
 from mitmproxy.log import LegacyLogEvents
 from mitmproxy.test import taddons
 
@@ -65,3 +65,16 @@ def test_log_records_stay_events_for_an_addon_that_reads_them() -> None:
         tctx.configure(lean, gw_lean=True)
         lean.running()
         assert _legacy_log_handlers()
+
+
+def test_the_flow_printer_stays_when_flows_are_to_be_printed() -> None:
+    lean = DropUnusedBuiltins()
+    printer = dumper.Dumper()
+    with taddons.context(lean, printer) as tctx:
+        tctx.configure(lean, gw_lean=True, flow_detail=1)
+        lean.running()
+        assert printer in tctx.master.addons.chain
+        tctx.configure(lean, flow_detail=0)
+        lean.running()
+        assert printer not in tctx.master.addons.chain
+        asyncio.run(lean.done())
