@@ -186,9 +186,8 @@ def answer_instead_of_backend(flow: http.HTTPFlow, error: S3Error) -> None:
     closed before the backend has the whole body, so it stores nothing.
 
     Only for a backend connection without TLS: mitmproxy would take the answer
-    for TLS records from the backend.
+    for TLS records from the backend (the caller checks ``server_conn.tls``).
     """
-    assert not flow.server_conn.tls
     request_id, body = _error_answer(flow, error)
     answer = http.Response.make(
         error.status,

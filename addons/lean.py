@@ -18,13 +18,19 @@ disk. When no addon left has an ``add_log`` hook (deprecated since mitmproxy
 
 from __future__ import annotations
 
+import inspect
 import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from mitmproxy import ctx, hooks
-from mitmproxy.addonmanager import Loader, traverse
+from mitmproxy.addonmanager import Loader, safecall, traverse
 from mitmproxy.log import LegacyLogEvents
 
 log = logging.getLogger("s3gw")
+# Rare events whose handlers may change the chain: dispatched as mitmproxy does.
+_LIFECYCLE = frozenset({"load", "configure", "running", "done"})
+Handler = Callable[..., Any]
 
 UNUSED_BUILTINS = (
     "anticache",
@@ -81,9 +87,11 @@ class DropUnusedBuiltins:
         if "flow_detail" in ctx.options and ctx.options.flow_detail > 0:
             unused.discard("dumper")  # asked to print flows (`run` sets flow_detail 0)
         self._dropped = [a for a in manager.chain if _name(a) in unused]
-        manager.chain = [a for a in manager.chain if a not in self._dropped]
+        kept = [a for a in manager.chain if a not in self._dropped]
+        # The rest behind one dispatcher (EventDispatcher); they too stay registered.
+        manager.chain = [EventDispatcher(kept)]
         log.debug("s3gw: dropped unused mitmproxy addons: %s", [_name(a) for a in self._dropped])
-        if not any(hasattr(a, "add_log") for a in traverse(manager.chain)):
+        if not any(hasattr(a, "add_log") for a in traverse(kept)):
             # Every log record, debug ones included, would otherwise wake the event
             # loop and be dispatched to every addon as a deprecated add_log event.
             root = logging.getLogger()
@@ -101,3 +109,103 @@ class DropUnusedBuiltins:
 
 def _name(addon: object) -> str:
     return str(getattr(addon, "name", type(addon).__name__.lower()))
+
+
+class EventDispatcher:
+    """The event chain as one addon, for ``gw_lean``.
+
+    mitmproxy hands every event to each top-level addon in turn (an awaited call,
+    an error guard and a walk through nested addons such as the gateway's
+    script, whether or not they handle the event), then does the same again
+    with an ``update`` event. For each event the gateway sees per request, this
+    dispatcher holds the handlers of ``chain`` in mitmproxy's order, found once,
+    and calls just those. A handler's exception is logged and skips the rest of
+    its top-level addon, as mitmproxy's own guard does; ``AddonHalt`` and
+    ``OptionsError`` propagate. ``load``, ``configure``, ``running`` and
+    ``done`` go to each addon of ``chain`` the way mitmproxy sends them.
+
+    The handlers are the ones present when it is built: ``run`` does not reload
+    a changed gateway script (ADR 0009).
+    """
+
+    name = "s3gw-event-dispatcher"
+
+    def __init__(self, chain: Sequence[Any]) -> None:
+        self.chain = list(chain)  # not ``addons``: mitmproxy must not walk into it
+        for name, hook in hooks.all_hooks.items():
+            groups = [group for top in self.chain if (group := _handlers(top, name))]
+            if not groups:
+                continue
+            # mitmproxy calls some events from plain functions (configure, when an
+            # option changes): those stay plain where every handler is.
+            is_async = any(inspect.iscoroutinefunction(f) for group in groups for f in group)
+            if name in _LIFECYCLE:
+                forward = self._forward_async if is_async else self._forward_sync
+                setattr(self, name, forward(hook))
+            else:
+                setattr(self, name, (_dispatch_async if is_async else _dispatch_sync)(groups))
+
+    def _forward_async(self, hook: type[hooks.Hook]) -> Handler:
+        async def forward(*args: Any) -> None:
+            event = hook(*args)
+            for top in self.chain:
+                with safecall():
+                    await ctx.master.addons.invoke_addon(top, event)
+
+        return forward
+
+    def _forward_sync(self, hook: type[hooks.Hook]) -> Handler:
+        def forward(*args: Any) -> None:
+            event = hook(*args)
+            for top in self.chain:
+                with safecall():
+                    ctx.master.addons.invoke_addon_sync(top, event)
+
+        return forward
+
+
+def _handlers(top: Any, name: str) -> list[Handler]:
+    found = (getattr(addon, name, None) for addon in traverse([top]))
+    return [handler for handler in found if callable(handler)]
+
+
+def _dispatch_async(groups: list[list[Handler]]) -> Handler:
+    async def dispatch(*args: Any) -> None:
+        for group in groups:
+            with safecall():
+                for handler in group:
+                    result = handler(*args)
+                    if result is not None and inspect.isawaitable(result):
+                        await result
+
+    return dispatch
+
+
+def _dispatch_sync(groups: list[list[Handler]]) -> Handler:
+    def dispatch(*args: Any) -> Awaitable[None] | None:
+        for index, group in enumerate(groups):
+            with safecall():
+                for position, handler in enumerate(group):
+                    result = handler(*args)
+                    if result is not None and inspect.isawaitable(result):
+                        # A plain function that returned an awaitable: the rest
+                        # runs after it, in an awaitable mitmproxy will await.
+                        return _then(result, group[position + 1 :], groups[index + 1 :], args)
+        return None
+
+    return dispatch
+
+
+async def _then(
+    first: Awaitable[Any],
+    group_rest: list[Handler],
+    later: list[list[Handler]],
+    args: tuple[Any, ...],
+) -> None:
+    with safecall():
+        await first
+        for handler in group_rest:
+            result = handler(*args)
+            if result is not None and inspect.isawaitable(result):
+                await result
+    await _dispatch_async(later)(*args)

@@ -5,11 +5,21 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import pytest
+from mitmproxy import hooks, http
 from mitmproxy.addons import anticache, clientplayback, dumper, proxyauth, save
 from mitmproxy.log import LegacyLogEvents
-from mitmproxy.test import taddons
+from mitmproxy.proxy.layers.http import HttpRequestHook
+from mitmproxy.test import taddons, tflow
 
-from addons.lean import DropUnusedBuiltins
+from addons.lean import DropUnusedBuiltins, EventDispatcher
+
+
+def _dispatched(tctx: taddons.context) -> list[object]:
+    """The addons behind the one dispatcher that gw_lean leaves in the chain."""
+    (dispatcher,) = tctx.master.addons.chain
+    assert isinstance(dispatcher, EventDispatcher)
+    return dispatcher.chain
 
 
 def test_unused_builtins_leave_the_chain_but_stay_registered() -> None:
@@ -19,7 +29,7 @@ def test_unused_builtins_leave_the_chain_but_stay_registered() -> None:
     with taddons.context(lean, *unused, kept) as tctx:
         tctx.configure(lean, gw_lean=True)
         lean.running()
-        chain = tctx.master.addons.chain
+        chain = _dispatched(tctx)
         assert kept in chain and lean in chain
         assert not any(addon in chain for addon in unused)
         # Still found by name: commands and lookups keep working.
@@ -73,8 +83,75 @@ def test_the_flow_printer_stays_when_flows_are_to_be_printed() -> None:
     with taddons.context(lean, printer) as tctx:
         tctx.configure(lean, gw_lean=True, flow_detail=1)
         lean.running()
-        assert printer in tctx.master.addons.chain
+        assert printer in _dispatched(tctx)
+        tctx.master.addons.chain = _dispatched(tctx)  # as before the first running
         tctx.configure(lean, flow_detail=0)
         lean.running()
-        assert printer not in tctx.master.addons.chain
+        assert printer not in _dispatched(tctx)
         asyncio.run(lean.done())
+
+
+class _Recorder:
+    def __init__(self, label: str, calls: list[str], *, fail: bool = False) -> None:
+        self.label, self.calls, self.fail = label, calls, fail
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        self.calls.append(self.label)
+        if self.fail:
+            raise RuntimeError(f"{self.label} failed")
+
+    def configure(self, updated: set[str]) -> None:
+        self.calls.append(f"configure {self.label}")
+
+
+class _AsyncRecorder(_Recorder):
+    async def request(self, flow: http.HTTPFlow) -> None:  # type: ignore[override]
+        await asyncio.sleep(0)
+        self.calls.append(self.label)
+
+
+class _Nest:
+    """A top-level addon with nested ones, as mitmproxy's script loader."""
+
+    def __init__(self, *addons: object) -> None:
+        self.addons = list(addons)
+
+
+def test_the_dispatcher_calls_the_handlers_in_mitmproxy_order(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls: list[str] = []
+    first = _Recorder("first", calls)
+    failing = _Recorder("failing", calls, fail=True)
+    skipped = _Recorder("skipped", calls)  # after the failure, in the same top-level addon
+    nested = _AsyncRecorder("nested", calls)
+    last = _Recorder("last", calls)
+    chain = [first, _Nest(failing, skipped), _Nest(_Nest(nested)), last]
+    with taddons.context() as tctx:
+        dispatcher = EventDispatcher(chain)
+        tctx.master.addons.chain = [dispatcher]
+        asyncio.run(tctx.master.addons.handle_lifecycle(HttpRequestHook(tflow.tflow())))
+        assert calls == ["first", "failing", "nested", "last"]
+        assert "Addon error: failing failed" in caplog.text
+        assert getattr(dispatcher, "response", None) is None  # nobody handles it
+        calls.clear()
+        # mitmproxy sends configure from plain functions when an option changes.
+        tctx.master.addons.trigger(hooks.ConfigureHook({"x"}))
+        assert calls == ["configure first", "configure failing", "configure skipped",
+                         "configure nested", "configure last"]  # fmt: skip
+
+
+def test_a_plain_handler_returning_an_awaitable_is_awaited_in_order() -> None:
+    calls: list[str] = []
+
+    class Deferring:
+        def request(self, flow: http.HTTPFlow) -> object:
+            async def later() -> None:
+                calls.append("deferred")
+
+            return later()
+
+    with taddons.context() as tctx:
+        tctx.master.addons.chain = [EventDispatcher([Deferring(), _Recorder("after", calls)])]
+        asyncio.run(tctx.master.addons.handle_lifecycle(HttpRequestHook(tflow.tflow())))
+        assert calls == ["deferred", "after"]
