@@ -90,6 +90,12 @@ class DropUnusedBuiltins:
         kept = [a for a in manager.chain if a not in self._dropped]
         # The rest behind one dispatcher (EventDispatcher); they too stay registered.
         manager.chain = [EventDispatcher(kept)]
+        # Its handlers are fixed now: stop mitmproxy from reloading a changed script
+        # (it checks every second), which would leave the dispatcher the old addons.
+        for script in getattr(manager.get("scriptloader"), "addons", []):
+            if getattr(script, "reloadtask", None) is not None:
+                script.reloadtask.cancel()
+                script.reloadtask = None
         log.debug("s3gw: dropped unused mitmproxy addons: %s", [_name(a) for a in self._dropped])
         if not any(hasattr(a, "add_log") for a in traverse(kept)):
             # Every log record, debug ones included, would otherwise wake the event
@@ -124,8 +130,8 @@ class EventDispatcher:
     ``OptionsError`` propagate. ``load``, ``configure``, ``running`` and
     ``done`` go to each addon of ``chain`` the way mitmproxy sends them.
 
-    The handlers are the ones present when it is built: ``run`` does not reload
-    a changed gateway script (ADR 0009).
+    The handlers are the ones present when it is built, so under ``gw_lean``
+    mitmproxy's reloading of a changed script is switched off (ADR 0009).
     """
 
     name = "s3gw-event-dispatcher"

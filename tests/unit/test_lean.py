@@ -155,3 +155,33 @@ def test_a_plain_handler_returning_an_awaitable_is_awaited_in_order() -> None:
         tctx.master.addons.chain = [EventDispatcher([Deferring(), _Recorder("after", calls)])]
         asyncio.run(tctx.master.addons.handle_lifecycle(HttpRequestHook(tflow.tflow())))
         assert calls == ["deferred", "after"]
+
+
+class _Task:
+    cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class _Script:
+    def __init__(self) -> None:
+        self.reloadtask: _Task | None = _Task()
+
+
+class _ScriptLoader:
+    name = "scriptloader"
+
+    def __init__(self, *scripts: _Script) -> None:
+        self.addons = list(scripts)
+
+
+def test_scripts_are_no_longer_reloaded_once_dispatched() -> None:
+    script = _Script()
+    task = script.reloadtask
+    lean = DropUnusedBuiltins()
+    with taddons.context(lean, _ScriptLoader(script)) as tctx:
+        tctx.configure(lean, gw_lean=True)
+        lean.running()
+        assert task is not None and task.cancelled and script.reloadtask is None
+        asyncio.run(lean.done())
