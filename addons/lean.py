@@ -208,10 +208,9 @@ async def _then(
     later: list[list[Handler]],
     args: tuple[Any, ...],
 ) -> None:
+    done = False
     with safecall():
         await first
-        for handler in group_rest:
-            result = handler(*args)
-            if result is not None and inspect.isawaitable(result):
-                await result
-    await _dispatch_async(later)(*args)
+        done = True
+    # As in mitmproxy: a failed handler skips the rest of its top-level addon.
+    await _dispatch_async([group_rest, *later] if done else later)(*args)

@@ -151,10 +151,26 @@ def test_a_plain_handler_returning_an_awaitable_is_awaited_in_order() -> None:
 
             return later()
 
+    class FailingLater:
+        def request(self, flow: http.HTTPFlow) -> object:
+            async def later() -> None:
+                raise RuntimeError("deferred failure")
+
+            return later()
+
     with taddons.context() as tctx:
         tctx.master.addons.chain = [EventDispatcher([Deferring(), _Recorder("after", calls)])]
         asyncio.run(tctx.master.addons.handle_lifecycle(HttpRequestHook(tflow.tflow())))
         assert calls == ["deferred", "after"]
+        calls.clear()
+        # As mitmproxy: the failure skips the rest of its top-level addon only.
+        tctx.master.addons.chain = [
+            EventDispatcher(
+                [_Nest(FailingLater(), _Recorder("skipped", calls)), _Recorder("next", calls)]
+            )
+        ]
+        asyncio.run(tctx.master.addons.handle_lifecycle(HttpRequestHook(tflow.tflow())))
+        assert calls == ["next"]
 
 
 class _Task:
