@@ -11,13 +11,13 @@ clients handle its absence. The ETag stays the backend's, as everywhere
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Final
 
 from addons.s3.multipartxml import (
     CHECKSUM_ELEMENTS,
     BackendDocumentError,
+    backend_number,
     parse_backend_document,
     rewrite_texts,
 )
@@ -37,7 +37,6 @@ __all__ = [
 STORED_BYTES_ATTRIBUTES: Final = frozenset({"ObjectSize", "ObjectParts", "Checksum"})
 # S3 documents the first; moto answers with the second.
 _ROOTS: Final = frozenset({"GetObjectAttributesResponse", "GetObjectAttributesOutput"})
-_SIZE_TEXT = re.compile(r"\s*([0-9]{1,19})\s*", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -72,19 +71,13 @@ def plaintext_attributes(
     frame of ``chunk_size`` chunks. ``drop_etag`` also removes the ``ETag``.
     """
 
-    def size(text: str) -> int:
-        match = _SIZE_TEXT.fullmatch(text)
-        if match is None:
-            raise BackendDocumentError(f"not a size: {text!r}")
-        return int(match[1])
-
     def whole_size(text: str) -> str:
-        size(text)  # the backend's text must be a size too
+        backend_number(text, "size")  # the backend's text must be a size too
         return str(object_size)
 
     def part_size(text: str) -> str:
         try:
-            return str(plaintext_length(size(text), chunk_size))
+            return str(plaintext_length(backend_number(text, "part size"), chunk_size))
         except FormatError as error:  # no frame is that long
             raise BackendDocumentError(str(error)) from None
 

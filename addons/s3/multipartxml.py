@@ -38,6 +38,7 @@ __all__ = [
     "CompletedPart",
     "ListedPart",
     "PartsPage",
+    "backend_number",
     "complete_request_xml",
     "multipart_part_count",
     "normalized_etag",
@@ -278,7 +279,8 @@ class PartsPage:
     next_marker: int | None  # None: this was the last page
 
 
-def _number(text: str | None, what: str) -> int:
+def backend_number(text: str | None, what: str) -> int:
+    """A non-negative number in a backend document (a size, a part number)."""
     match = _DIGITS.fullmatch(text or "")
     if match is None:
         raise BackendDocumentError(f"not a {what}: {text!r}")
@@ -290,9 +292,9 @@ def parse_parts_page(document: bytes) -> PartsPage:
     root, _ = _parse_backend(document)
     parts = [
         ListedPart(
-            _number(_child_text(element, "PartNumber"), "part number"),
+            backend_number(_child_text(element, "PartNumber"), "part number"),
             normalized_etag(_child_text(element, "ETag") or ""),
-            _number(_child_text(element, "Size"), "part size"),
+            backend_number(_child_text(element, "Size"), "part size"),
         )
         for element in root
         if local_name(element.tag) == "Part"
@@ -300,7 +302,7 @@ def parse_parts_page(document: bytes) -> PartsPage:
     truncated = (_child_text(root, "IsTruncated") or "").strip().lower() == "true"
     if not truncated:
         return PartsPage(parts, None)
-    marker = _number(_child_text(root, "NextPartNumberMarker"), "part number marker")
+    marker = backend_number(_child_text(root, "NextPartNumberMarker"), "part number marker")
     if parts and marker < parts[-1].number:
         raise BackendDocumentError("the part number marker goes backwards")
     return PartsPage(parts, marker)
