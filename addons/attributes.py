@@ -16,7 +16,6 @@ no attributes document, and it is never buffered.
 from __future__ import annotations
 
 import logging
-from urllib.parse import quote
 
 from mitmproxy import http
 
@@ -109,21 +108,19 @@ class ObjectAttributesTranslation:
     async def _translated(self, flow: http.HTTPFlow, document: bytes) -> bytes:
         answer = read_attributes(document)
         added = bool(flow.metadata.get(_ETAG_ADDED))
-        if not answer.describes_stored_bytes:  # e.g. a checksum asked for, and none kept
-            return without_etag(document) if added else document
-        assert flow.response is not None
-        path = object_path(flow)
-        version = flow.response.headers.get("x-amz-version-id")
-        if "versionId=" not in path and version and version != "null":
-            path += "?versionId=" + quote(version, safe="")
-        shape = await stored_shape(flow, self._config.current(), path)
-        if (
-            shape is None
-            or answer.etag is None
-            or shape.etag is None
-            or normalized_etag(shape.etag) != normalized_etag(answer.etag)
-        ):
-            raise S3Error("InternalError", OBJECT_CHANGED)
-        if shape.encrypted:
-            return plaintext_attributes(document, shape.size, shape.chunk_size, drop_etag=added)
+        # Without sizes or checksums (a checksum asked for, none kept) nothing else
+        # changes; nor for an object stored unencrypted.
+        if answer.describes_stored_bytes:
+            assert flow.response is not None
+            path = object_path(flow, flow.response.headers.get("x-amz-version-id"))
+            shape = await stored_shape(flow, self._config.current(), path)
+            if (
+                shape is None
+                or answer.etag is None
+                or shape.etag is None
+                or normalized_etag(shape.etag) != normalized_etag(answer.etag)
+            ):
+                raise S3Error("InternalError", OBJECT_CHANGED)
+            if shape.encrypted:
+                return plaintext_attributes(document, shape.size, shape.chunk_size, drop_etag=added)
         return without_etag(document) if added else document

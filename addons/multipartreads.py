@@ -284,10 +284,15 @@ class StoredObject:
         return FrameHeader.parse(body[:HEADER_LENGTH])
 
 
-def object_path(flow: http.HTTPFlow) -> str:
-    """The stored object a GET or HEAD names, for side requests (version included)."""
+def object_path(flow: http.HTTPFlow, answered_version: str | None = None) -> str:
+    """The stored object a GET or HEAD names, for side requests (version included).
+
+    ``answered_version`` (a backend answer's ``x-amz-version-id``) pins a request
+    without a ``versionId`` to the version that answered it."""
     path = flow.request.path.split("?", 1)[0]
     version = flow.request.query.get("versionId")
+    if version is None and answered_version not in (None, "", "null"):
+        version = answered_version
     if version is not None:
         path += "?versionId=" + quote(version, safe="")
     return path
